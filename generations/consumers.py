@@ -1,0 +1,71 @@
+"""Live pages. The consumer checks access on connect, sends the current state, and on
+every notification re-reads the database and sends full fragments (never deltas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.generic.websocket import WebsocketConsumer
+from django.http import Http404
+from django.template.loader import render_to_string
+
+from . import selectors
+from .notify import user_group
+
+PAGE = "generations/round.html"
+
+
+class RoundConsumer(WebsocketConsumer):
+    """One filmmaker's view of one round: their queue and their takes."""
+
+    def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            self.close(code=4401)
+            return
+        try:
+            self.round = selectors.round_for_user(user, int(self.scope["url_route"]["kwargs"]["round_id"]))
+        except Http404:
+            self.close(code=4404)
+            return
+        self.user = user
+        self.group = user_group(user.pk)
+        async_to_sync(self.channel_layer.group_add)(self.group, self.channel_name)
+        self.accept()
+        # A reconnect may have missed messages: send everything as it is now.
+        self.send_state(queue=True, takes=True)
+
+    def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            async_to_sync(self.channel_layer.group_discard)(self.group, self.channel_name)
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The page sends nothing we act on; ignore it."""
+
+    def generation_changed(self, event: dict[str, Any]) -> None:
+        try:
+            generation = selectors.generation_for_user(self.user, int(event["id"]))
+        except Http404:
+            return
+        if generation.round_id != self.round.pk or generation.owner_id != self.user.pk:
+            return
+        if event.get("queue"):
+            self.send_state(queue=True, takes=not generation.is_active)
+            return
+        html = render_to_string(f"{PAGE}#job-card", {"g": generation})
+        if not generation.is_active:
+            html += self._takes_html()
+        self.send(text_data=html)
+
+    def send_state(self, *, queue: bool, takes: bool) -> None:
+        parts = []
+        if queue:
+            generations = selectors.generations_of(self.user, self.round)
+            parts.append(render_to_string(f"{PAGE}#my-queue", {"generations": generations}))
+        if takes:
+            parts.append(self._takes_html())
+        self.send(text_data="".join(parts))
+
+    def _takes_html(self) -> str:
+        return render_to_string(f"{PAGE}#my-takes", {"takes": selectors.takes_of(self.user, self.round)})

@@ -1,0 +1,143 @@
+"""`manage.py up`: the whole workshop on this machine, for a demo or development.
+
+Migrates, seeds the demo when the database is empty, then runs daphne, the conductor
+and local GPU workers on the synthetic backend (plus a private Redis when REDIS_URL is
+not set) until Ctrl-C, which stops all of them in order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+
+from generations.demo import seed_demo
+
+BASE = Path(settings.BASE_DIR)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex((host, port)) == 0
+
+
+class Command(BaseCommand):
+    help = "Run the whole workshop locally: web (daphne), conductor, GPU workers, and Redis if needed."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--workers", type=int, default=int(os.environ.get("GPU_WORKER_COUNT", "2")))
+        parser.add_argument(
+            "--frame-delay", type=float, default=float(os.environ.get("SYNTHETIC_FRAME_DELAY", "0.15")),
+            help="Seconds of simulated GPU time per synthetic frame",
+        )
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        host, port = opts["host"], opts["port"]
+        if _port_taken(host, port):
+            raise CommandError(f"Port {port} on {host} is in use; stop what runs there or pass --port.")
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            env = self._environment(host, port)
+            call_command("migrate", interactive=False, verbosity=0)
+            self._print_logins()
+            self._start("web", [sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
+                                "workshop.asgi:application"], env)
+            self._start("conductor", [sys.executable, "manage.py", "conductor"], env)
+            worker = BASE / ".venv-worker" / "bin" / "gpu-worker"
+            if not worker.exists():
+                raise CommandError(f"{worker} is missing: run deploy/up.sh, which installs the GPU worker.")
+            for i in range(1, opts["workers"] + 1):
+                self._start(f"gpu-{i}", [str(worker), "run", "--name", f"local-gpu-{i}", "--backend", "synthetic",
+                                         "--synthetic-frame-delay", str(opts["frame_delay"])], env)
+            self.stdout.write(self.style.SUCCESS(f"\nWorkshop running at http://{host}:{port}/  (Ctrl-C stops it)\n"))
+            while not stopping:
+                for name, proc in self.procs:
+                    if proc.poll() is not None:
+                        raise CommandError(f"{name} exited with code {proc.returncode}; stopping everything.")
+                time.sleep(0.5)
+        finally:
+            self._stop_all()
+
+    def _environment(self, host: str, port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.setdefault("DEBUG", "true")  # a plain-HTTP local demo
+        env.setdefault("PUBLIC_BASE_URL", f"http://{host}:{port}")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        if not os.environ.get("REDIS_URL"):
+            env["REDIS_URL"] = self._start_redis(env)
+        return env
+
+    def _start_redis(self, env: dict[str, str]) -> str:
+        binary = shutil.which("redis-server") or str(BASE / ".venv-worker" / "bin" / "redis-server")
+        if not Path(binary).exists():
+            raise CommandError("No redis-server found: set REDIS_URL, or install redis-server (deploy/up.sh does).")
+        port = _free_port()
+        data = Path(settings.LOCAL_DIR) / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        self._start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--maxmemory-policy", "noeviction", "--dir", str(data)], env)
+        url = f"redis://127.0.0.1:{port}/0"
+        for _ in range(100):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    self.stdout.write(f"private Redis at {url}")
+                    return url
+            time.sleep(0.05)
+        raise CommandError("The private Redis did not start; see its output above.")
+
+    def _print_logins(self) -> None:
+        path = Path(settings.LOCAL_DIR) / "demo-logins.txt"
+        logins = seed_demo()
+        if logins:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(f"{x.role:<11} {x.username:<12} {x.password}\n" for x in logins))
+            path.chmod(0o600)
+        if path.exists():
+            self.stdout.write("\nDemo logins (role, username, password):\n" + path.read_text())
+        else:
+            self.stdout.write("\nThe database had users already; log in with yours.\n")
+
+    def _start(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        # Own session: Ctrl-C reaches only us, and we stop the children in order.
+        proc = subprocess.Popen(cmd, cwd=BASE, env=env, start_new_session=True)
+        self.procs.append((name, proc))
+
+    def _stop_all(self) -> None:
+        # Reverse start order: workers, conductor, web, and Redis last, which they all need.
+        for name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    self.stderr.write(f"{name} did not stop in 15 s; killing it")
+                    proc.kill()
+                    proc.wait()
+        if self.procs:
+            self.stdout.write("stopped")

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+class WorkflowTemplate(models.Model):
+    """A ComfyUI workflow (API format) and the user-facing fields mapped onto it."""
+
+    class Kind(models.TextChoices):
+        VIDEO = "video", "Video"
+        IMAGE = "image", "Image"
+
+    name = models.CharField(max_length=120, unique=True)
+    slug = models.SlugField(max_length=60, unique=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.VIDEO)
+    description = models.TextField(blank=True)
+    workflow = models.JSONField(help_text="ComfyUI workflow in API format")
+    param_spec = models.JSONField(
+        default=list, help_text="List of fields: name, label, type, default, min, max, targets [[node, input]]"
+    )
+    queue = models.CharField(max_length=40, default="video", help_text="The RQ queue whose workers serve it")
+    estimated_seconds = models.PositiveIntegerField(default=120)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from .params import SpecError, parse_spec
+
+        if self.queue not in settings.RQ_QUEUE_NAMES:
+            raise ValidationError({"queue": f"Unknown queue; configured: {', '.join(settings.RQ_QUEUE_NAMES)}"})
+        try:
+            parse_spec(self.param_spec, workflow=self.workflow)
+        except SpecError as exc:
+            raise ValidationError({"param_spec": str(exc)}) from exc
+
+
+class Round(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        OPEN = "open", "Open"
+        PAUSED = "paused", "Paused"
+        CLOSED = "closed", "Closed"
+
+    title = models.CharField(max_length=160)
+    brief = models.TextField(blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.DRAFT, db_index=True)
+    quota = models.PositiveIntegerField(default=15, help_text="Generations per filmmaker in this round")
+    circle_limit = models.PositiveIntegerField(default=3, help_text="Circled takes per filmmaker")
+    templates = models.ManyToManyField(WorkflowTemplate, related_name="rounds")
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class Generation(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        DISPATCHED = "dispatched", "Dispatched"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    IN_FLIGHT = (Status.DISPATCHED, Status.RUNNING)
+    TERMINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="generations")
+    template = models.ForeignKey(WorkflowTemplate, on_delete=models.PROTECT, related_name="generations")
+    params = models.JSONField(help_text="The validated user-facing parameters")
+    workflow = models.JSONField(help_text="The resolved workflow sent to the worker")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # Bumped on every dispatch; events and uploads of an older attempt are ignored.
+    attempt = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=120, blank=True)
+    progress = models.FloatField(default=0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    error_message = models.TextField(blank=True, help_text="Shown to the filmmaker")
+    error_detail = models.TextField(blank=True, help_text="For admins only")
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["round", "owner"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.prompt[:40]}"
+
+    @property
+    def prompt(self) -> str:
+        return str(self.params.get("prompt", ""))
+
+    @property
+    def is_active(self) -> bool:
+        return self.status not in self.TERMINAL
+
+    def current_takes(self) -> list[Take]:
+        """Takes of the attempt that succeeded (an earlier attempt's partial uploads don't count)."""
+        return [t for t in self.takes.all() if t.attempt == self.attempt]
+
+
+def take_upload_to(instance: Take, filename: str) -> str:
+    name = PurePosixPath(filename).name
+    return f"takes/r{instance.generation.round_id}/g{instance.generation_id}/a{instance.attempt}/{name}"
+
+
+class Take(models.Model):
+    """One output file of a generation."""
+
+    class Kind(models.TextChoices):
+        VIDEO = "video", "Video"
+        IMAGE = "image", "Image"
+        AUDIO = "audio", "Audio"
+        OTHER = "other", "Other"
+
+    generation = models.ForeignKey(Generation, on_delete=models.CASCADE, related_name="takes")
+    attempt = models.PositiveIntegerField()
+    filename = models.CharField(max_length=200)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    content_type = models.CharField(max_length=100)
+    file = models.FileField(upload_to=take_upload_to, max_length=300)
+    size = models.PositiveBigIntegerField(default=0)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    duration = models.FloatField(null=True, blank=True, help_text="Seconds")
+    frame_count = models.PositiveIntegerField(null=True, blank=True)
+    poster = models.FileField(upload_to=take_upload_to, max_length=300, blank=True)
+    circled = models.BooleanField(default=False)
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["generation", "attempt", "filename"], name="take_unique_per_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return self.filename

@@ -1,0 +1,150 @@
+"""A template's parameter spec: parsing, the submit form built from it, and resolving
+the submitted values into the ComfyUI workflow.
+
+A spec is a list of fields, for example::
+
+    {"name": "frames", "label": "Frames", "type": "int", "default": 25,
+     "min": 9, "max": 121, "step": 8, "offset": 1,           # 8k+1
+     "targets": [["1", "frames"]], "help": "Length of the clip"}
+
+Types: text, int, float, seed (an int that is random when left blank), choice
+(with "choices"). Each target is [node id, input name] in the workflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+TYPES = ("text", "int", "float", "seed", "choice")
+SEED_MAX = 2**32 - 1
+
+
+class SpecError(ValueError):
+    """The template's spec itself is wrong (an admin's mistake, not a filmmaker's)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    label: str
+    type: str
+    default: Any = None
+    min: float | None = None
+    max: float | None = None
+    step: int | None = None
+    offset: int = 0
+    choices: tuple[str, ...] = ()
+    required: bool = True
+    help: str = ""
+    targets: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def parse_spec(spec: Any, *, workflow: dict[str, Any] | None = None) -> list[Param]:
+    if not isinstance(spec, list):
+        raise SpecError("The parameter spec must be a list of fields.")
+    params: list[Param] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(spec):
+        if not isinstance(raw, dict) or not raw.get("name"):
+            raise SpecError(f"Field {i + 1} needs a name.")
+        name = str(raw["name"])
+        if name in seen:
+            raise SpecError(f"Field {name!r} appears twice.")
+        seen.add(name)
+        kind = raw.get("type", "text")
+        if kind not in TYPES:
+            raise SpecError(f"Field {name!r} has unknown type {kind!r}; use one of {', '.join(TYPES)}.")
+        if kind == "choice" and not raw.get("choices"):
+            raise SpecError(f"Field {name!r} is a choice without choices.")
+        targets = tuple((str(t[0]), str(t[1])) for t in raw.get("targets", []))
+        if workflow is not None:
+            for node, input_name in targets:
+                if node not in workflow or "inputs" not in workflow[node]:
+                    raise SpecError(f"Field {name!r} targets node {node}, which the workflow does not have.")
+        params.append(
+            Param(
+                name=name,
+                label=str(raw.get("label") or name.replace("_", " ").capitalize()),
+                type=kind,
+                default=raw.get("default"),
+                min=raw.get("min"),
+                max=raw.get("max"),
+                step=raw.get("step"),
+                offset=int(raw.get("offset", 0)),
+                choices=tuple(str(c) for c in raw.get("choices", ())),
+                required=bool(raw.get("required", kind != "seed")),
+                help=str(raw.get("help", "")),
+                targets=targets,
+            )
+        )
+    return params
+
+
+def _step_validator(p: Param):  # type: ignore[no-untyped-def]
+    def validate(value: int) -> None:
+        if p.step and (value - p.offset) % p.step:
+            form = f"{p.step}k+{p.offset}" if p.offset else f"a multiple of {p.step}"
+            raise ValidationError(f"Must be {form} (for example {p.step * 2 + p.offset}).")
+
+    return validate
+
+
+def _field_for(p: Param) -> forms.Field:
+    common: dict[str, Any] = {"label": p.label, "required": p.required, "help_text": p.help}
+    if p.type == "text":
+        return forms.CharField(
+            initial=p.default,
+            strip=True,
+            max_length=int(p.max) if p.max else 2000,
+            widget=forms.Textarea(attrs={"rows": 3}),
+            **common,
+        )
+    if p.type in ("int", "seed"):
+        lo = 0 if p.type == "seed" and p.min is None else p.min
+        hi = SEED_MAX if p.type == "seed" and p.max is None else p.max
+        validators = [_step_validator(p)] if p.step else []
+        attrs = {"step": p.step} if p.step else {}
+        return forms.IntegerField(
+            initial=p.default,
+            min_value=lo,
+            max_value=hi,
+            validators=validators,
+            widget=forms.NumberInput(attrs=attrs),
+            **common,
+        )
+    if p.type == "float":
+        return forms.FloatField(initial=p.default, min_value=p.min, max_value=p.max, **common)
+    return forms.ChoiceField(initial=p.default, choices=[(c, c) for c in p.choices], **common)
+
+
+class ParamsForm(forms.Form):
+    """The submit form; its fields come from the template's spec."""
+
+    def __init__(self, spec: list[Param], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec = spec
+        for p in spec:
+            self.fields[p.name] = _field_for(p)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        for p in self.spec:
+            # A blank seed means "surprise me": pick one now so the take is reproducible.
+            if p.type == "seed" and data.get(p.name) is None and p.name not in self.errors:
+                data[p.name] = secrets.randbelow(SEED_MAX + 1)
+        return data
+
+
+def resolve_workflow(workflow: dict[str, Any], spec: list[Param], values: dict[str, Any]) -> dict[str, Any]:
+    """Write each value into every node input its field targets; the template is left untouched."""
+    resolved = copy.deepcopy(workflow)
+    for p in spec:
+        for node, input_name in p.targets:
+            resolved[node]["inputs"][input_name] = values[p.name]
+    return resolved

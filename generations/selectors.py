@@ -1,0 +1,74 @@
+"""Reads shared by pages, consumers and the conductor. Access rules live here."""
+
+from __future__ import annotations
+
+from django.db.models import F, Prefetch, QuerySet
+from django.http import Http404
+
+from accounts.models import User
+
+from .models import Generation, Round, Take
+
+
+def rounds_visible_to(user: User) -> QuerySet[Round]:
+    qs = Round.objects.all()
+    return qs if user.is_instructor else qs.exclude(status=Round.Status.DRAFT)
+
+
+def round_current_for(user: User) -> Round | None:
+    """The round a user lands on: the open one, else the latest they can see."""
+    visible = rounds_visible_to(user)
+    return visible.filter(status=Round.Status.OPEN).order_by("-opened_at", "-created_at").first() or (
+        visible.order_by("-created_at").first()
+    )
+
+
+def round_for_user(user: User, pk: int) -> Round:
+    rnd = rounds_visible_to(user).prefetch_related("templates").filter(pk=pk).first()
+    if rnd is None:
+        raise Http404("No such round")
+    return rnd
+
+
+def _with_takes(qs: QuerySet[Generation]) -> QuerySet[Generation]:
+    return qs.select_related("template").prefetch_related(Prefetch("takes", queryset=Take.objects.order_by("pk")))
+
+
+def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:
+    """A filmmaker's queue in a round, newest first."""
+    return _with_takes(Generation.objects.filter(owner=user, round=rnd)).order_by("-created_at")
+
+
+def generation_for_user(user: User, pk: int) -> Generation:
+    """The owner sees their generation; instructors and staff see all; anyone else gets 404."""
+    qs = _with_takes(Generation.objects.all())
+    if not (user.is_instructor or user.is_staff):
+        qs = qs.filter(owner=user)
+    generation = qs.filter(pk=pk).first()
+    if generation is None:
+        raise Http404("No such generation")
+    return generation
+
+
+def takes_of(user: User, rnd: Round) -> list[Take]:
+    """A filmmaker's takes in a round: only those of the attempt that succeeded."""
+    return list(
+        Take.objects.filter(
+            generation__owner=user,
+            generation__round=rnd,
+            generation__status=Generation.Status.SUCCEEDED,
+            attempt=F("generation__attempt"),
+        )
+        .select_related("generation")
+        .order_by("-created_at")
+    )
+
+
+def take_for_user(user: User, pk: int) -> Take:
+    qs = Take.objects.select_related("generation")
+    if not (user.is_instructor or user.is_staff):
+        qs = qs.filter(generation__owner=user)
+    take = qs.filter(pk=pk).first()
+    if take is None:
+        raise Http404("No such take")
+    return take

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("rounds/<int:pk>/", views.round_detail, name="round"),
+    path("rounds/<int:pk>/generate", views.generation_submit, name="generation-submit"),
+    path("generations/<int:pk>/card", views.generation_card, name="generation-card"),
+    path("takes/<int:pk>/file", views.take_file, name="take-file"),
+    path("takes/<int:pk>/poster", views.take_poster, name="take-poster"),
+    path("api/uploads/<str:token>/<str:filename>", views.take_upload, name="take-upload"),
+]

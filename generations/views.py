@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from . import notify, selectors, services
+from .models import Round, WorkflowTemplate
+from .params import ParamsForm, parse_spec
+from .ranged import ranged_file_response
+
+PAGE = "generations/round.html"
+
+
+def _form_for(template: WorkflowTemplate | None, data: Any = None) -> ParamsForm:
+    spec = parse_spec(template.param_spec) if template else []
+    return ParamsForm(spec, data=data, prefix=None)
+
+
+def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, Any]:
+    templates = list(rnd.templates.all())
+    chosen = extra.pop("template", None)
+    if chosen is None:
+        slug = request.GET.get("template")
+        chosen = next((t for t in templates if t.slug == slug), templates[0] if templates else None)
+    return {
+        "round": rnd,
+        "templates": templates,
+        "template_obj": chosen,
+        "form": extra.pop("form", None) or _form_for(chosen),
+        "generations": selectors.generations_of(request.user, rnd),
+        "takes": selectors.takes_of(request.user, rnd),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    rnd = selectors.round_current_for(request.user)
+    if rnd is None:
+        return render(request, "generations/no_round.html")
+    return redirect("round", pk=rnd.pk)
+
+
+@login_required
+@require_GET
+def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    rnd = selectors.round_for_user(request.user, pk)
+    return render(request, PAGE, _page_context(request, rnd))
+
+
+@login_required
+@require_POST
+def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
+    rnd = selectors.round_for_user(request.user, pk)
+    raw = request.POST.get("template", "")
+    template = rnd.templates.filter(pk=int(raw)).first() if raw.isdigit() else None
+    form = _form_for(template, data=request.POST)
+    error = ""
+    if template is None:
+        error = "Unknown template: pick one of this round's templates."
+    elif form.is_valid():
+        try:
+            generation = services.generation_create(
+                owner=request.user, round_id=rnd.pk, template=template, params=form.cleaned_data
+            )
+        except services.SubmissionRefused as exc:
+            error = str(exc)
+        else:
+            notify.generation_changed(owner_id=request.user.pk, generation_id=generation.pk, queue=True)
+            context = _page_context(request, rnd, template=template, just_submitted=generation)
+            return render(request, f"{PAGE}#submit-response", context)
+    context = _page_context(request, rnd, template=template, form=form, form_error=error)
+    return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+@login_required
+@require_GET
+def generation_card(request: HttpRequest, pk: int) -> HttpResponse:
+    generation = selectors.generation_for_user(request.user, pk)
+    return HttpResponse(render_to_string(f"{PAGE}#job-card", {"g": generation}, request=request))
+
+
+@login_required
+@require_GET
+def take_file(request: HttpRequest, pk: int) -> HttpResponse:
+    take = selectors.take_for_user(request.user, pk)
+    return ranged_file_response(
+        request,
+        take.file.open("rb"),
+        size=take.file.size,
+        content_type=take.content_type,
+        filename=take.filename,
+        attachment=request.GET.get("download") == "1",
+    )
+
+
+@login_required
+@require_GET
+def take_poster(request: HttpRequest, pk: int) -> HttpResponse:
+    take = selectors.take_for_user(request.user, pk)
+    if not take.poster:
+        return HttpResponse(status=404)
+    return ranged_file_response(
+        request, take.poster.open("rb"), size=take.poster.size, content_type="image/png", filename="poster.png"
+    )
+
+
+@csrf_exempt  # Authenticated by the signed URL, not a session: workers have no cookies.
+@require_http_methods(["PUT"])
+def take_upload(request: HttpRequest, token: str, filename: str) -> HttpResponse:
+    chunks = iter(lambda: request.read(1024 * 1024), b"")
+    try:
+        take = services.take_store(
+            token=token, filename=filename, chunks=chunks, content_type=request.headers.get("Content-Type", "")
+        )
+    except services.UploadRefused as exc:
+        return HttpResponse(str(exc), status=exc.status, content_type="text/plain")
+    return HttpResponse(f"stored take {take.pk}\n", status=201, content_type="text/plain")
