@@ -160,7 +160,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = Path(env("STATIC_ROOT", str(BASE_DIR / "staticfiles")))
+# Set STATIC_ROOT (and WHITENOISE_USE_FINDERS=false) in production after collectstatic.
+STATIC_ROOT = env("STATIC_ROOT") or None
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the source folders unless told the files were collected.
 WHITENOISE_USE_FINDERS = envbool("WHITENOISE_USE_FINDERS", True)

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from django.conf import settings
+from django.test import Client
+
+from accounts.models import User
+from generations.demo import synthetic_template
+from generations.models import Generation, Round, WorkflowTemplate
+
+VALID = {"prompt": "a lighthouse at dusk, slow dolly in", "seed": "7", "frames": "9", "width": "64",
+         "height": "64", "fps": "12"}
+
+
+@pytest.fixture(scope="session")
+def redis_conn() -> redis_lib.Redis:
+    conn = redis_lib.Redis.from_url(settings.REDIS_URL)
+    conn.ping()
+    return conn
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    # The default hasher is slow by design; tests only need it to work.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _private_media(settings, tmp_path) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def live_stack(transactional_db: None, settings, tmp_path):  # type: ignore[no-untyped-def]
+    """The real web server, conductor and a GPU worker; the test starts what it needs."""
+    from django.db import connection
+
+    from tests.live import LiveStack, database_url
+
+    (tmp_path / "logs").mkdir()
+    stack = LiveStack(
+        database=database_url(connection.settings_dict),
+        redis_url=settings.REDIS_URL,
+        media_root=settings.MEDIA_ROOT,
+        logs=tmp_path / "logs",
+    )
+    settings.PUBLIC_BASE_URL = stack.url
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(request: pytest.FixtureRequest) -> None:
+    # Tests own a Redis database of their own (REDIS_URL, db 9 by default).
+    if {"redis_conn", "live_stack"} & set(request.fixturenames):
+        redis_lib.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+def make_user(username: str, role: str = User.Role.FILMMAKER, **extra: Any) -> User:
+    return User.objects.create_user(username=username, password="pw-for-tests-1", role=role, **extra)
+
+
+@pytest.fixture
+def owner(db: None) -> User:
+    return make_user("alice")
+
+
+@pytest.fixture
+def other(db: None) -> User:
+    return make_user("bob")
+
+
+@pytest.fixture
+def instructor(db: None) -> User:
+    return make_user("ines", role=User.Role.INSTRUCTOR, is_staff=True)
+
+
+@pytest.fixture
+def template(db: None) -> WorkflowTemplate:
+    return synthetic_template()
+
+
+@pytest.fixture
+def open_round(template: WorkflowTemplate) -> Round:
+    rnd = Round.objects.create(title="Round 1", brief="One shot.", status=Round.Status.OPEN)
+    rnd.templates.add(template)
+    return rnd
+
+
+@pytest.fixture
+def owner_client(owner: User) -> Client:
+    client = Client()
+    client.force_login(owner)
+    return client
+
+
+@pytest.fixture
+def other_client(other: User) -> Client:
+    client = Client()
+    client.force_login(other)
+    return client
+
+
+@pytest.fixture
+def valid_data(template: WorkflowTemplate) -> dict[str, str]:
+    return {**VALID, "template": str(template.pk)}
+
+
+@pytest.fixture
+def generation(owner: User, open_round: Round, template: WorkflowTemplate) -> Generation:
+    from generations import services
+
+    params = {"prompt": "a lighthouse", "seed": 7, "frames": 9, "width": 64, "height": 64, "fps": 12}
+    return services.generation_create(owner=owner, round_id=open_round.pk, template=template, params=params)

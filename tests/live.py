@@ -1,0 +1,107 @@
+"""The real processes of the workshop, started against the test database and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER_PYTHON = os.environ.get("GPU_WORKER_PYTHON", str(ROOT / ".venv-worker" / "bin" / "python"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def database_url(settings_dict: dict) -> str:
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{user}{password}@{host}:{port}/{settings_dict['NAME']}"
+
+
+class LiveStack:
+    """daphne, the conductor and GPU workers as subprocesses; logs go to files in `logs`."""
+
+    def __init__(self, *, database: str, redis_url: str, media_root: Path, logs: Path) -> None:
+        assert Path(WORKER_PYTHON).exists(), f"the GPU worker's Python is missing: {WORKER_PYTHON} (run deploy/test.sh)"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": database,
+            "REDIS_URL": redis_url,
+            "MEDIA_ROOT": str(media_root),
+            "PUBLIC_BASE_URL": self.url,
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_web(self) -> None:
+        self._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                            "workshop.asgi:application"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/accounts/login/", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert self.procs["web"].poll() is None, self.log("web")
+            time.sleep(0.1)
+        raise AssertionError("daphne did not answer in 30 s\n" + self.log("web"))
+
+    def start_conductor(self) -> None:
+        self._spawn("conductor", [sys.executable, "manage.py", "conductor", "--block-ms", "200"])
+
+    def start_worker(self, name: str = "e2e-gpu-1", *, frame_delay: float = 0.0) -> None:
+        self._spawn(name, [WORKER_PYTHON, "-m", "gpu_worker", "run", "--name", name, "--queues", "video",
+                           "--backend", "synthetic", "--synthetic-frame-delay", str(frame_delay)])
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no cleanup, as when a host vanishes."""
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def wait_for(predicate, *, timeout: float = 60, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

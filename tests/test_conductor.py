@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from generations import services
+from generations.conductor import GROUP, Conductor
+from generations.models import Generation
+from gpu_worker import protocol
+
+S = Generation.Status
+
+
+@pytest.fixture
+def conductor(redis_conn) -> Conductor:
+    return Conductor(connection=redis_conn)
+
+
+def emit(redis_conn, g: Generation, kind: str, attempt: int | None = None, **fields: object) -> None:
+    event = {"type": kind, "generation_id": g.pk, "attempt": attempt or g.attempt, "worker": "w1", **fields}
+    redis_conn.xadd(protocol.EVENTS_STREAM, {"data": json.dumps(event)})
+
+
+def test_it_enqueues_a_json_job_by_dotted_path(conductor, redis_conn, generation) -> None:
+    assert conductor.dispatch_once() == 1
+    generation.refresh_from_db()
+    job = Job.fetch(protocol.job_id(generation.pk, 1), connection=redis_conn, serializer=JSONSerializer)
+    assert job.func_name == protocol.JOB_FUNCTION and job.origin == "video"
+    assert job.kwargs["attempt"] == 1 and job.kwargs["params"]["prompt"] == "a lighthouse"
+    assert job.kwargs["upload_url"].startswith("http://") and generation.status == S.DISPATCHED
+
+
+def test_it_does_not_dispatch_twice(conductor, generation) -> None:
+    conductor.dispatch_once()
+    assert conductor.dispatch_once() == 0
+
+
+def test_it_applies_and_acknowledges_events(conductor, redis_conn, generation) -> None:
+    conductor.dispatch_once()
+    generation.refresh_from_db()
+    for kind in ("started", "progress", "succeeded"):
+        emit(redis_conn, generation, kind, percent=50)
+    while conductor.consume_once(block_ms=10):
+        pass
+    generation.refresh_from_db()
+    assert generation.status == S.SUCCEEDED
+    assert redis_conn.xpending(protocol.EVENTS_STREAM, GROUP)["pending"] == 0
+
+
+def test_it_applies_a_replayed_sequence_idempotently(conductor, redis_conn, generation) -> None:
+    conductor.dispatch_once()
+    generation.refresh_from_db()
+    sequence = ["progress", "started", "progress", "succeeded", "progress", "succeeded"]
+    for i, kind in enumerate(sequence):
+        emit(redis_conn, generation, kind, percent=10 * i)
+    emit(redis_conn, generation, "failed", attempt=0, message="an older attempt")
+    while conductor.consume_once(block_ms=10):
+        pass
+    generation.refresh_from_db()
+    assert (generation.status, generation.progress, generation.error_message) == (S.SUCCEEDED, 100, "")
+
+
+def test_it_replays_events_left_unacknowledged_by_a_crash(redis_conn, generation, monkeypatch) -> None:
+    first = Conductor(connection=redis_conn)
+    first.dispatch_once()
+    generation.refresh_from_db()
+    emit(redis_conn, generation, "succeeded")
+    monkeypatch.setattr(services, "event_apply", lambda event: (_ for _ in ()).throw(RuntimeError("crash")))
+    with pytest.raises(RuntimeError):
+        first.consume_once(block_ms=10)
+    monkeypatch.undo()
+    Conductor(connection=redis_conn).consume_once(block_ms=10)
+    generation.refresh_from_db()
+    assert generation.status == S.SUCCEEDED
+
+
+def test_it_drops_an_unreadable_event(conductor, redis_conn) -> None:
+    redis_conn.xadd(protocol.EVENTS_STREAM, {"data": b"not json"})
+    assert conductor.consume_once(block_ms=10) == 1
+    assert redis_conn.xpending(protocol.EVENTS_STREAM, GROUP)["pending"] == 0

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+
+from generations import notify, services
+from generations.routing import websocket_urlpatterns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+app = URLRouter(websocket_urlpatterns)
+
+
+def page(user, round_id: int) -> WebsocketCommunicator:
+    comm = WebsocketCommunicator(app, f"/ws/rounds/{round_id}/")
+    comm.scope["user"] = user
+    return comm
+
+
+def run(scenario: Callable[[], Awaitable[None]]) -> None:
+    # One event loop for the whole conversation: the consumer task lives in it.
+    async_to_sync(scenario)()
+
+
+def test_it_refuses_an_anonymous_socket(open_round, redis_conn) -> None:
+    async def scenario() -> None:
+        connected, _ = await page(AnonymousUser(), open_round.pk).connect()
+        assert not connected
+
+    run(scenario)
+
+
+def test_it_sends_the_current_state_on_connect(owner, generation, redis_conn) -> None:
+    async def scenario() -> None:
+        comm = page(owner, generation.round_id)
+        assert (await comm.connect())[0]
+        html = await comm.receive_from(timeout=5)
+        assert 'id="my-queue"' in html and f'id="gen-{generation.pk}"' in html and 'id="my-takes"' in html
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_it_never_shows_another_filmmakers_generation(other, generation, redis_conn) -> None:
+    async def scenario() -> None:
+        comm = page(other, generation.round_id)
+        await comm.connect()
+        assert f"gen-{generation.pk}" not in await comm.receive_from(timeout=5)
+        await sync_to_async(notify.generation_changed)(owner_id=generation.owner_id, generation_id=generation.pk)
+        assert await comm.receive_nothing(timeout=0.3)
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_it_pushes_the_card_rendered_from_the_database(owner, generation, redis_conn) -> None:
+    def move() -> None:
+        services.generation_dispatch(generation=generation)
+        services.event_apply({"type": "progress", "generation_id": generation.pk, "attempt": 1, "percent": 42})
+        notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
+
+    async def scenario() -> None:
+        comm = page(owner, generation.round_id)
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+        await sync_to_async(move)()
+        html = await comm.receive_from(timeout=5)
+        assert html.strip().startswith(f'<article id="gen-{generation.pk}"') and "42%" in html
+        await comm.disconnect()
+
+    run(scenario)

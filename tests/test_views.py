@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from generations import services
+from generations.models import Generation, Round
+from tests.media import make_video
+
+
+def submit(client: Client, rnd: Round, data: dict[str, str]):
+    return client.post(reverse("generation-submit", args=[rnd.pk]), data, HTTP_HX_REQUEST="true")
+
+
+def test_it_sends_anonymous_visitors_to_the_login_page(open_round) -> None:
+    response = Client().get(reverse("round", args=[open_round.pk]))
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_it_lands_a_filmmaker_on_the_open_round(owner_client, open_round) -> None:
+    assert owner_client.get("/")["Location"] == reverse("round", args=[open_round.pk])
+
+
+def test_it_shows_the_brief_and_the_form(owner_client, open_round) -> None:
+    html = owner_client.get(reverse("round", args=[open_round.pk])).content.decode()
+    assert "One shot." in html and 'name="prompt"' in html and 'id="my-queue"' in html
+
+
+def test_it_answers_a_submission_with_the_job_card(owner_client, open_round, valid_data) -> None:
+    response = submit(owner_client, open_round, valid_data)
+    g = Generation.objects.get()
+    assert response.status_code == 200
+    assert f'id="gen-{g.pk}"' in response.content.decode() and g.params["frames"] == 9
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"prompt": ""}, "This field is required."),
+        ({"frames": "500"}, "less than or equal to 121"),
+        ({"width": "wide"}, "Enter a whole number."),
+        ({"template": "9999"}, "Unknown template"),
+        ({"template": "abc"}, "Unknown template"),
+    ],
+)
+def test_it_refuses_bad_input_with_a_clear_message(owner_client, open_round, valid_data, change, message) -> None:
+    response = submit(owner_client, open_round, {**valid_data, **change})
+    assert response.status_code == 422 and message in response.content.decode()
+    assert not Generation.objects.exists()
+
+
+def test_it_refuses_a_closed_round(owner_client, open_round, valid_data) -> None:
+    Round.objects.filter(pk=open_round.pk).update(status=Round.Status.CLOSED)
+    response = submit(owner_client, open_round, valid_data)
+    assert response.status_code == 422 and "is closed" in response.content.decode()
+    assert not Generation.objects.exists()
+
+
+def test_it_hides_a_draft_round_from_filmmakers(owner_client, open_round) -> None:
+    Round.objects.filter(pk=open_round.pk).update(status=Round.Status.DRAFT)
+    assert owner_client.get(reverse("round", args=[open_round.pk])).status_code == 404
+
+
+def test_it_shows_the_owner_their_job_card(owner_client, generation) -> None:
+    assert owner_client.get(reverse("generation-card", args=[generation.pk])).status_code == 200
+
+
+def test_it_hides_a_job_card_from_another_filmmaker(other_client, generation) -> None:
+    assert other_client.get(reverse("generation-card", args=[generation.pk])).status_code == 404
+
+
+@pytest.fixture
+def take(generation, tmp_path: Path):
+    services.generation_dispatch(generation=generation)
+    token = services.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
+    data = make_video(tmp_path / "v.mp4").read_bytes()
+    return services.take_store(token=token, filename="v.mp4", chunks=[data], content_type="video/mp4")
+
+
+def test_it_serves_a_take_to_its_owner_with_ranges(owner_client, take) -> None:
+    response = owner_client.get(reverse("take-file", args=[take.pk]), HTTP_RANGE="bytes=10-19")
+    assert response.status_code == 206 and response["Content-Range"] == f"bytes 10-19/{take.size}"
+    assert b"".join(response.streaming_content) == take.file.open("rb").read()[10:20]
+
+
+def test_it_serves_the_whole_take_without_a_range(owner_client, take) -> None:
+    response = owner_client.get(reverse("take-file", args=[take.pk]))
+    assert response.status_code == 200 and response["Accept-Ranges"] == "bytes"
+    assert len(b"".join(response.streaming_content)) == take.size
+
+
+def test_it_refuses_a_range_outside_the_file(owner_client, take) -> None:
+    response = owner_client.get(reverse("take-file", args=[take.pk]), HTTP_RANGE=f"bytes={take.size + 5}-")
+    assert response.status_code == 416
+
+
+def test_it_hides_a_take_from_another_filmmaker(other_client, take) -> None:
+    assert other_client.get(reverse("take-file", args=[take.pk])).status_code == 404
+    assert other_client.get(reverse("take-poster", args=[take.pk])).status_code == 404
+
+
+def test_it_shows_any_take_to_an_instructor(instructor, take) -> None:
+    client = Client()
+    client.force_login(instructor)
+    assert client.get(reverse("take-file", args=[take.pk])).status_code == 200
+
+
+def test_it_accepts_an_upload_on_the_signed_url(generation) -> None:
+    services.generation_dispatch(generation=generation)
+    url = services.upload_url(generation=generation).removeprefix("http://127.0.0.1:8000")
+    response = Client().put(url + "notes.txt", b"hello", content_type="text/plain")
+    assert response.status_code == 201 and generation.takes.get().file.read() == b"hello"
+
+
+def test_it_refuses_an_upload_with_a_bad_token(generation) -> None:
+    response = Client().put("/api/uploads/forged/notes.txt", b"hello", content_type="text/plain")
+    assert response.status_code == 403 and not generation.takes.exists()
