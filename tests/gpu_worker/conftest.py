@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from redis import Redis
+from redis.exceptions import RedisError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Upload:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class UploadServer:
+    """A local stand-in for the web app's upload endpoint; answers each PUT from ``statuses``."""
+
+    port: int = 0
+    uploads: list[Upload] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+
+    def url(self, prefix: str = "/uploads/signed-token/") -> str:
+        return f"http://127.0.0.1:{self.port}{prefix}"
+
+    def reset(self) -> None:
+        self.uploads.clear()
+        self.statuses.clear()
+
+
+def _handler(recorder: UploadServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = self.rfile.read(length)
+            recorder.uploads.append(Upload(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            status = recorder.statuses.pop(0) if recorder.statuses else 201
+            reply = b"" if status < 400 else b"signature expired"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def http_server() -> Iterator[UploadServer]:
+    recorder = UploadServer()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorder))
+    recorder.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield recorder
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def upload_server(http_server: UploadServer) -> UploadServer:
+    http_server.reset()
+    return http_server
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    try:
+        client.ping()
+    except RedisError as exc:
+        pytest.fail(f"The gpu_worker tests need Redis at REDIS_URL={redis_url}: {exc}")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def stream(redis: Redis) -> Iterator[str]:
+    key = f"test:gpu-worker:events:{uuid4().hex}"
+    yield key
+    redis.delete(key)
+
+
+@pytest.fixture
+def read_events(redis: Redis, stream: str) -> Callable[[], list[dict[str, Any]]]:
+    return lambda: [json.loads(fields[b"data"]) for _, fields in redis.xrange(stream)]
+
+
+@pytest.fixture(scope="session")
+def worker_python() -> str:
+    python = Path(os.environ.get("GPU_WORKER_PYTHON", ROOT / ".venv-worker" / "bin" / "python"))
+    if not python.exists():
+        pytest.fail(f"No worker Python at {python}: create .venv-worker or set GPU_WORKER_PYTHON")
+    return str(python)
+
+
+@pytest.fixture(scope="session")
+def worker_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "SYNTHETIC_FRAME_DELAY": "0"}
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
