@@ -33,8 +33,12 @@ def say(msg: str) -> None:
 
 def version_of(python: str) -> tuple[int, int] | None:
     try:
-        out = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [python, "-c", "import sys; print(*sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -58,8 +62,11 @@ def stamp(extra: str) -> str:
 
 
 def pip(venv: Path, *args: str) -> None:
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    *args], cwd=ROOT, check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+        cwd=ROOT,
+        check=True,
+    )
 
 
 def ensure_venv(venv: Path, python: str, key: str) -> bool:
@@ -76,7 +83,9 @@ def ensure_venv(venv: Path, python: str, key: str) -> bool:
 def web(dev: bool) -> None:
     python = find_python((3, 12), ["python3.13", "python3.12", "python3"])
     if python is None:
-        sys.exit("Python 3.12 or newer is needed for the web app (Django 6). Install it, or set WORKSHOP_PYTHON.")
+        sys.exit(
+            "Python 3.12 or newer is needed for the web app (Django 6). Install it, or set WORKSHOP_PYTHON."
+        )
     key = stamp("dev" if dev else "run")
     if ensure_venv(WEB, python, key):
         say("installing the web app" + (" and test tools" if dev else ""))
@@ -87,7 +96,9 @@ def web(dev: bool) -> None:
 def worker(need_redis: bool) -> None:
     # torch==2.13.0 lies on this machine's disk for Python 3.11 only.
     python = os.environ.get("WORKER_PYTHON") or find_python((3, 11), ["python3.11"]) or sys.executable
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["worker"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "worker"
+    ]
     key = stamp(TORCH + (" redis" if need_redis else ""))
     if ensure_venv(WORKER, python, key):
         say(f"installing the GPU worker ({TORCH})")

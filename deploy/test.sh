@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 deploy/bootstrap.py --dev
+.venv/bin/ruff check --quiet .
 exec .venv/bin/python -m pytest "$@"

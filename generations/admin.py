@@ -30,7 +30,17 @@ class TakeInline(admin.TabularInline):
 
 @admin.register(Generation)
 class GenerationAdmin(admin.ModelAdmin):
-    list_display = ("id", "owner", "round", "template", "status", "attempt", "progress", "worker", "created_at")
+    list_display = (
+        "id",
+        "owner",
+        "round",
+        "template",
+        "status",
+        "attempt",
+        "progress",
+        "worker",
+        "created_at",
+    )
     list_filter = ("status", "round", "template", "worker")
     search_fields = ("id", "owner__username", "params__prompt", "error_message", "worker")
     list_select_related = ("owner", "round", "template")

@@ -37,8 +37,12 @@ WAKE = "wake"
 def wake(connection: redis.Redis | None = None) -> None:
     conn = connection or redis.Redis.from_url(settings.REDIS_URL)
     try:
-        conn.xadd(settings.EVENTS_STREAM, {"data": json.dumps({"type": WAKE})},
-                  maxlen=protocol.EVENTS_STREAM_MAXLEN, approximate=True)
+        conn.xadd(
+            settings.EVENTS_STREAM,
+            {"data": json.dumps({"type": WAKE})},
+            maxlen=protocol.EVENTS_STREAM_MAXLEN,
+            approximate=True,
+        )
     except redis.RedisError:
         # The conductor still dispatches on its next pass, within a second.
         log.warning("could not wake the conductor", exc_info=True)
@@ -101,8 +105,12 @@ class Conductor:
                 )
                 raise
             sent += 1
-            log.info("dispatched generation %s attempt %s to %s", generation.pk, generation.attempt,
-                     generation.template.queue)
+            log.info(
+                "dispatched generation %s attempt %s to %s",
+                generation.pk,
+                generation.attempt,
+                generation.template.queue,
+            )
             notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
         return sent
 

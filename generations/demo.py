@@ -23,18 +23,62 @@ SYNTHETIC_WORKFLOW = {
 }
 
 SYNTHETIC_SPEC = [
-    {"name": "prompt", "label": "Prompt", "type": "text", "max": 1000, "targets": [["1", "prompt"]],
-     "help": "Describe the shot."},
-    {"name": "seed", "label": "Seed", "type": "seed", "targets": [["1", "seed"]],
-     "help": "Leave blank for a random seed."},
-    {"name": "frames", "label": "Frames", "type": "int", "default": 25, "min": 9, "max": 121, "step": 8,
-     "offset": 1, "targets": [["1", "frames"]], "help": "8k+1 frames, 9 to 121."},
-    {"name": "width", "label": "Width", "type": "int", "default": 320, "min": 64, "max": 1280, "step": 32,
-     "targets": [["1", "width"]]},
-    {"name": "height", "label": "Height", "type": "int", "default": 192, "min": 64, "max": 720, "step": 32,
-     "targets": [["1", "height"]]},
-    {"name": "fps", "label": "Frames per second", "type": "int", "default": 12, "min": 6, "max": 30,
-     "targets": [["1", "fps"]]},
+    {
+        "name": "prompt",
+        "label": "Prompt",
+        "type": "text",
+        "max": 1000,
+        "targets": [["1", "prompt"]],
+        "help": "Describe the shot.",
+    },
+    {
+        "name": "seed",
+        "label": "Seed",
+        "type": "seed",
+        "targets": [["1", "seed"]],
+        "help": "Leave blank for a random seed.",
+    },
+    {
+        "name": "frames",
+        "label": "Frames",
+        "type": "int",
+        "default": 25,
+        "min": 9,
+        "max": 121,
+        "step": 8,
+        "offset": 1,
+        "targets": [["1", "frames"]],
+        "help": "8k+1 frames, 9 to 121.",
+    },
+    {
+        "name": "width",
+        "label": "Width",
+        "type": "int",
+        "default": 320,
+        "min": 64,
+        "max": 1280,
+        "step": 32,
+        "targets": [["1", "width"]],
+    },
+    {
+        "name": "height",
+        "label": "Height",
+        "type": "int",
+        "default": 192,
+        "min": 64,
+        "max": 720,
+        "step": 32,
+        "targets": [["1", "height"]],
+    },
+    {
+        "name": "fps",
+        "label": "Frames per second",
+        "type": "int",
+        "default": 12,
+        "min": 6,
+        "max": 30,
+        "targets": [["1", "fps"]],
+    },
 ]
 
 
@@ -67,7 +111,9 @@ def seed_demo() -> list[Login]:
         return []
     logins: list[Login] = []
     with transaction.atomic():
-        people = [("instructor", User.Role.INSTRUCTOR)] + [(f"filmmaker{i}", User.Role.FILMMAKER) for i in (1, 2, 3)]
+        people = [("instructor", User.Role.INSTRUCTOR)] + [
+            (f"filmmaker{i}", User.Role.FILMMAKER) for i in (1, 2, 3)
+        ]
         for username, role in people:
             password = "-".join(secrets.token_hex(2) for _ in range(3))
             User.objects.create_user(
@@ -76,7 +122,10 @@ def seed_demo() -> list[Login]:
             logins.append(Login(username, password, role))
         rnd = Round.objects.create(
             title="Round 1: a single shot",
-            brief="Describe one shot in a sentence: subject, light, camera move. Submit a few seeds, then keep the best.",
+            brief=(
+                "Describe one shot in a sentence: subject, light, camera move. "
+                "Submit a few seeds, then keep the best."
+            ),
             status=Round.Status.OPEN,
             opened_at=timezone.now(),
             quota=15,

@@ -20,7 +20,8 @@ class WorkflowTemplate(models.Model):
     description = models.TextField(blank=True)
     workflow = models.JSONField(help_text="ComfyUI workflow in API format")
     param_spec = models.JSONField(
-        default=list, help_text="List of fields: name, label, type, default, min, max, targets [[node, input]]"
+        default=list,
+        help_text="List of fields: name, label, type, default, min, max, targets [[node, input]]",
     )
     queue = models.CharField(max_length=40, default="video", help_text="The RQ queue whose workers serve it")
     estimated_seconds = models.PositiveIntegerField(default=120)
@@ -35,7 +36,9 @@ class WorkflowTemplate(models.Model):
         from .params import SpecError, parse_spec
 
         if self.queue not in settings.RQ_QUEUE_NAMES:
-            raise ValidationError({"queue": f"Unknown queue; configured: {', '.join(settings.RQ_QUEUE_NAMES)}"})
+            raise ValidationError(
+                {"queue": f"Unknown queue; configured: {', '.join(settings.RQ_QUEUE_NAMES)}"}
+            )
         try:
             parse_spec(self.param_spec, workflow=self.workflow)
         except SpecError as exc:
@@ -151,7 +154,9 @@ class Take(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["generation", "attempt", "filename"], name="take_unique_per_attempt")
+            models.UniqueConstraint(
+                fields=["generation", "attempt", "filename"], name="take_unique_per_attempt"
+            )
         ]
 
     def __str__(self) -> str:

@@ -64,7 +64,7 @@ def parse_spec(spec: Any, *, workflow: dict[str, Any] | None = None) -> list[Par
             raise SpecError(f"Field {name!r} is a choice without choices.")
         targets = tuple((str(t[0]), str(t[1])) for t in raw.get("targets", []))
         if workflow is not None:
-            for node, input_name in targets:
+            for node, _input in targets:
                 if node not in workflow or "inputs" not in workflow[node]:
                     raise SpecError(f"Field {name!r} targets node {node}, which the workflow does not have.")
         params.append(

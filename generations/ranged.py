@@ -26,7 +26,13 @@ def _stream(f: IO[bytes], start: int, length: int) -> Iterator[bytes]:
 
 
 def ranged_file_response(
-    request: HttpRequest, f: IO[bytes], *, size: int, content_type: str, filename: str, attachment: bool = False
+    request: HttpRequest,
+    f: IO[bytes],
+    *,
+    size: int,
+    content_type: str,
+    filename: str,
+    attachment: bool = False,
 ) -> HttpResponse:
     """200 with the whole file, 206 with one byte range, or 416 for a range outside it."""
     start, end, status = 0, size - 1, 200

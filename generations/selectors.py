@@ -31,7 +31,9 @@ def round_for_user(user: User, pk: int) -> Round:
 
 
 def _with_takes(qs: QuerySet[Generation]) -> QuerySet[Generation]:
-    return qs.select_related("template").prefetch_related(Prefetch("takes", queryset=Take.objects.order_by("pk")))
+    return qs.select_related("template").prefetch_related(
+        Prefetch("takes", queryset=Take.objects.order_by("pk"))
+    )
 
 
 def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:

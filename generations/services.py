@@ -47,7 +47,9 @@ class UploadRefused(Exception):
 # --- Generations ---------------------------------------------------------------------------
 
 
-def generation_create(*, owner: User, round_id: int, template: WorkflowTemplate, params: dict[str, Any]) -> Generation:
+def generation_create(
+    *, owner: User, round_id: int, template: WorkflowTemplate, params: dict[str, Any]
+) -> Generation:
     """Create a queued generation from already validated params."""
     with transaction.atomic():
         # Lock the round so a concurrent pause/close is seen before we create anything.
@@ -55,7 +57,9 @@ def generation_create(*, owner: User, round_id: int, template: WorkflowTemplate,
         if rnd is None:
             raise SubmissionRefused("This round does not exist.")
         if rnd.status != Round.Status.OPEN:
-            raise SubmissionRefused(f"The round “{rnd.title}” is {rnd.get_status_display().lower()}: no new generations.")
+            raise SubmissionRefused(
+                f"The round “{rnd.title}” is {rnd.get_status_display().lower()}: no new generations."
+            )
         if not rnd.templates.filter(pk=template.pk).exists():
             raise SubmissionRefused("This template is not offered in this round.")
         workflow = resolve_workflow(template.workflow, parse_spec(template.param_spec), params)
@@ -197,7 +201,9 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
     if not Generation.objects.filter(pk=gid, attempt=attempt, status__in=Generation.IN_FLIGHT).exists():
         # Cancelled, already finished, or superseded by a newer attempt.
         raise UploadRefused("This generation no longer accepts uploads for this attempt.", status=409)
-    content_type = content_type.split(";")[0].strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    content_type = (
+        content_type.split(";")[0].strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    )
 
     with tempfile.NamedTemporaryFile(suffix=Path(filename).suffix) as tmp:
         size = 0

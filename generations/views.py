@@ -109,7 +109,11 @@ def take_poster(request: HttpRequest, pk: int) -> HttpResponse:
     if not take.poster:
         return HttpResponse(status=404)
     return ranged_file_response(
-        request, take.poster.open("rb"), size=take.poster.size, content_type="image/png", filename="poster.png"
+        request,
+        take.poster.open("rb"),
+        size=take.poster.size,
+        content_type="image/png",
+        filename="poster.png",
     )
 
 
@@ -119,7 +123,10 @@ def take_upload(request: HttpRequest, token: str, filename: str) -> HttpResponse
     chunks = iter(lambda: request.read(1024 * 1024), b"")
     try:
         take = services.take_store(
-            token=token, filename=filename, chunks=chunks, content_type=request.headers.get("Content-Type", "")
+            token=token,
+            filename=filename,
+            chunks=chunks,
+            content_type=request.headers.get("Content-Type", ""),
         )
     except services.UploadRefused as exc:
         return HttpResponse(str(exc), status=exc.status, content_type="text/plain")

@@ -11,8 +11,14 @@ from accounts.models import User
 from generations.demo import synthetic_template
 from generations.models import Generation, Round, WorkflowTemplate
 
-VALID = {"prompt": "a lighthouse at dusk, slow dolly in", "seed": "7", "frames": "9", "width": "64",
-         "height": "64", "fps": "12"}
+VALID = {
+    "prompt": "a lighthouse at dusk, slow dolly in",
+    "seed": "7",
+    "frames": "9",
+    "width": "64",
+    "height": "64",
+    "fps": "12",
+}
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,9 @@ class LiveStack:
     """daphne, the conductor and GPU workers as subprocesses; logs go to files in `logs`."""
 
     def __init__(self, *, database: str, redis_url: str, media_root: Path, logs: Path) -> None:
-        assert Path(WORKER_PYTHON).exists(), f"the GPU worker's Python is missing: {WORKER_PYTHON} (run deploy/test.sh)"
+        assert Path(WORKER_PYTHON).exists(), (
+            f"the GPU worker's Python is missing: {WORKER_PYTHON} (run deploy/test.sh)"
+        )
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = logs
@@ -54,8 +56,19 @@ class LiveStack:
         self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def start_web(self) -> None:
-        self._spawn("web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-                            "workshop.asgi:application"])
+        self._spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "workshop.asgi:application",
+            ],
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -71,8 +84,23 @@ class LiveStack:
         self._spawn("conductor", [sys.executable, "manage.py", "conductor", "--block-ms", "200"])
 
     def start_worker(self, name: str = "e2e-gpu-1", *, frame_delay: float = 0.0) -> None:
-        self._spawn(name, [WORKER_PYTHON, "-m", "gpu_worker", "run", "--name", name, "--queues", "video",
-                           "--backend", "synthetic", "--synthetic-frame-delay", str(frame_delay)])
+        self._spawn(
+            name,
+            [
+                WORKER_PYTHON,
+                "-m",
+                "gpu_worker",
+                "run",
+                "--name",
+                name,
+                "--queues",
+                "video",
+                "--backend",
+                "synthetic",
+                "--synthetic-frame-delay",
+                str(frame_delay),
+            ],
+        )
 
     def kill(self, name: str) -> None:
         """SIGKILL: no cleanup, as when a host vanishes."""

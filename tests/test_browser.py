@@ -11,8 +11,16 @@ from generations.models import Generation
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PASSWORD = "a-real-password-9"
 
 
@@ -71,8 +79,12 @@ def test_a_filmmaker_watches_a_generation_render_live(live_stack, page, owner, o
     expect(video).to_have_count(1)
     meta = video.evaluate(
         """v => new Promise(done => {
-            const report = () => done({w: v.videoWidth, h: v.videoHeight, d: v.duration, err: v.error && v.error.code});
-            if (v.readyState >= 1) report(); else { v.addEventListener('loadedmetadata', report); v.addEventListener('error', report); v.load(); }
+            const report = () =>
+                done({w: v.videoWidth, h: v.videoHeight, d: v.duration, err: v.error && v.error.code});
+            if (v.readyState >= 1) { report(); return; }
+            v.addEventListener('loadedmetadata', report);
+            v.addEventListener('error', report);
+            v.load();
         })"""
     )
     assert meta["err"] is None and (meta["w"], meta["h"]) == (128, 96) and meta["d"] > 0, meta

@@ -50,7 +50,9 @@ def test_it_never_shows_another_filmmakers_generation(other, generation, redis_c
         comm = page(other, generation.round_id)
         await comm.connect()
         assert f"gen-{generation.pk}" not in await comm.receive_from(timeout=5)
-        await sync_to_async(notify.generation_changed)(owner_id=generation.owner_id, generation_id=generation.pk)
+        await sync_to_async(notify.generation_changed)(
+            owner_id=generation.owner_id, generation_id=generation.pk
+        )
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
 
@@ -60,7 +62,9 @@ def test_it_never_shows_another_filmmakers_generation(other, generation, redis_c
 def test_it_pushes_the_card_rendered_from_the_database(owner, generation, redis_conn) -> None:
     def move() -> None:
         services.generation_dispatch(generation=generation)
-        services.event_apply({"type": "progress", "generation_id": generation.pk, "attempt": 1, "percent": 42})
+        services.event_apply(
+            {"type": "progress", "generation_id": generation.pk, "attempt": 1, "percent": 42}
+        )
         notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
 
     async def scenario() -> None:

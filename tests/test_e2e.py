@@ -21,7 +21,9 @@ S = Generation.Status
 
 def submit(owner, rnd, template, **params) -> Generation:
     values = {"prompt": "a lighthouse at dusk", "seed": 3, "frames": 9, "width": 64, "height": 48, "fps": 12}
-    return services.generation_create(owner=owner, round_id=rnd.pk, template=template, params={**values, **params})
+    return services.generation_create(
+        owner=owner, round_id=rnd.pk, template=template, params={**values, **params}
+    )
 
 
 def status_of(g: Generation) -> str:
@@ -33,7 +35,9 @@ def events_for(redis_conn, g: Generation) -> list[str]:
     return [e["type"] for e in events if e.get("generation_id") == g.pk]
 
 
-def test_a_generation_goes_from_queued_to_a_decodable_take(live_stack, redis_conn, owner, open_round, template):
+def test_a_generation_goes_from_queued_to_a_decodable_take(
+    live_stack, redis_conn, owner, open_round, template
+):
     live_stack.start_web()
     live_stack.start_worker(frame_delay=0.1)
     g = submit(owner, open_round, template, frames=17)
@@ -47,7 +51,9 @@ def test_a_generation_goes_from_queued_to_a_decodable_take(live_stack, redis_con
             seen.append(status)
         return status in Generation.TERMINAL
 
-    wait_for(finished, timeout=60, interval=0.02, what="the generation to finish\n" + live_stack.log("e2e-gpu-1"))
+    wait_for(
+        finished, timeout=60, interval=0.02, what="the generation to finish\n" + live_stack.log("e2e-gpu-1")
+    )
     assert seen[0] == S.QUEUED and S.RUNNING in seen and seen[-1] == S.SUCCEEDED, seen
     kinds = events_for(redis_conn, g)
     assert kinds[0] == "started" and kinds[-1] == "succeeded" and "progress" in kinds
@@ -56,7 +62,9 @@ def test_a_generation_goes_from_queued_to_a_decodable_take(live_stack, redis_con
     assert take.frame_count == 17 and take.poster
 
 
-def test_a_generation_survives_a_conductor_killed_mid_run(live_stack, redis_conn, owner, open_round, template):
+def test_a_generation_survives_a_conductor_killed_mid_run(
+    live_stack, redis_conn, owner, open_round, template
+):
     live_stack.start_web()
     live_stack.start_worker(frame_delay=0.15)
     live_stack.start_conductor()

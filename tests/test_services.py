@@ -108,8 +108,16 @@ def token_for(g: Generation) -> str:
 def test_it_stores_an_upload_as_a_take_with_its_metadata(generation: Generation, tmp_path: Path) -> None:
     g = dispatched(generation)
     data = make_video(tmp_path / "v.mp4", frames=9, width=64, height=48).read_bytes()
-    take = services.take_store(token=token_for(g), filename="out.mp4", chunks=[data], content_type="video/mp4")
-    assert (take.kind, take.size, take.width, take.height, take.frame_count) == ("video", len(data), 64, 48, 9)
+    take = services.take_store(
+        token=token_for(g), filename="out.mp4", chunks=[data], content_type="video/mp4"
+    )
+    assert (take.kind, take.size, take.width, take.height, take.frame_count) == (
+        "video",
+        len(data),
+        64,
+        48,
+        9,
+    )
     assert take.poster and take.file.read() == data
 
 

@@ -46,7 +46,9 @@ def test_it_answers_a_submission_with_the_job_card(owner_client, open_round, val
         ({"template": "abc"}, "Unknown template"),
     ],
 )
-def test_it_refuses_bad_input_with_a_clear_message(owner_client, open_round, valid_data, change, message) -> None:
+def test_it_refuses_bad_input_with_a_clear_message(
+    owner_client, open_round, valid_data, change, message
+) -> None:
     response = submit(owner_client, open_round, {**valid_data, **change})
     assert response.status_code == 422 and message in response.content.decode()
     assert not Generation.objects.exists()

@@ -45,7 +45,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--workers", type=int, default=int(os.environ.get("GPU_WORKER_COUNT", "2")))
         parser.add_argument(
-            "--frame-delay", type=float, default=float(os.environ.get("SYNTHETIC_FRAME_DELAY", "0.15")),
+            "--frame-delay",
+            type=float,
+            default=float(os.environ.get("SYNTHETIC_FRAME_DELAY", "0.15")),
             help="Seconds of simulated GPU time per synthetic frame",
         )
 
@@ -66,16 +68,33 @@ class Command(BaseCommand):
             env = self._environment(host, port)
             call_command("migrate", interactive=False, verbosity=0)
             self._print_logins()
-            self._start("web", [sys.executable, "-m", "daphne", "-b", host, "-p", str(port),
-                                "workshop.asgi:application"], env)
+            self._start(
+                "web",
+                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "workshop.asgi:application"],
+                env,
+            )
             self._start("conductor", [sys.executable, "manage.py", "conductor"], env)
             worker = BASE / ".venv-worker" / "bin" / "gpu-worker"
             if not worker.exists():
                 raise CommandError(f"{worker} is missing: run deploy/up.sh, which installs the GPU worker.")
             for i in range(1, opts["workers"] + 1):
-                self._start(f"gpu-{i}", [str(worker), "run", "--name", f"local-gpu-{i}", "--backend", "synthetic",
-                                         "--synthetic-frame-delay", str(opts["frame_delay"])], env)
-            self.stdout.write(self.style.SUCCESS(f"\nWorkshop running at http://{host}:{port}/  (Ctrl-C stops it)\n"))
+                self._start(
+                    f"gpu-{i}",
+                    [
+                        str(worker),
+                        "run",
+                        "--name",
+                        f"local-gpu-{i}",
+                        "--backend",
+                        "synthetic",
+                        "--synthetic-frame-delay",
+                        str(opts["frame_delay"]),
+                    ],
+                    env,
+                )
+            self.stdout.write(
+                self.style.SUCCESS(f"\nWorkshop running at http://{host}:{port}/  (Ctrl-C stops it)\n")
+            )
             while not stopping:
                 for name, proc in self.procs:
                     if proc.poll() is not None:
@@ -96,12 +115,31 @@ class Command(BaseCommand):
     def _start_redis(self, env: dict[str, str]) -> str:
         binary = shutil.which("redis-server") or str(BASE / ".venv-worker" / "bin" / "redis-server")
         if not Path(binary).exists():
-            raise CommandError("No redis-server found: set REDIS_URL, or install redis-server (deploy/up.sh does).")
+            raise CommandError(
+                "No redis-server found: set REDIS_URL, or install redis-server (deploy/up.sh does)."
+            )
         port = _free_port()
         data = Path(settings.LOCAL_DIR) / "redis"
         data.mkdir(parents=True, exist_ok=True)
-        self._start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                              "--maxmemory-policy", "noeviction", "--dir", str(data)], env)
+        self._start(
+            "redis",
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+                "--dir",
+                str(data),
+            ],
+            env,
+        )
         url = f"redis://127.0.0.1:{port}/0"
         for _ in range(100):
             with socket.socket() as s:
