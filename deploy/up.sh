@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 deploy/bootstrap.py
+# A local demo over plain HTTP; production sets DEBUG=false and its own SECRET_KEY.
+export DEBUG="${DEBUG:-true}"
 exec .venv/bin/python manage.py up "$@"

@@ -17,9 +17,9 @@ from .ranged import ranged_file_response
 PAGE = "generations/round.html"
 
 
-def _form_for(template: WorkflowTemplate | None, data: Any = None) -> ParamsForm:
+def _form_for(template: WorkflowTemplate | None, data: Any = None, initial: Any = None) -> ParamsForm:
     spec = parse_spec(template.param_spec) if template else []
-    return ParamsForm(spec, data=data, prefix=None)
+    return ParamsForm(spec, data=data, initial=initial)
 
 
 def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, Any]:
@@ -75,7 +75,10 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             error = str(exc)
         else:
             notify.generation_changed(owner_id=request.user.pk, generation_id=generation.pk, queue=True)
-            context = _page_context(request, rnd, template=template, just_submitted=generation)
+            # Keep the settings for the next try; a blank seed gives a new random one.
+            again = {k: v for k, v in generation.params.items() if k != "seed"}
+            form = _form_for(template, initial=again)
+            context = _page_context(request, rnd, template=template, form=form)
             return render(request, f"{PAGE}#submit-response", context)
     context = _page_context(request, rnd, template=template, form=form, form_error=error)
     return render(request, f"{PAGE}#submit-form", context, status=422)

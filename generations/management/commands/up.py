@@ -92,6 +92,7 @@ class Command(BaseCommand):
                     ],
                     env,
                 )
+            self._wait_for_port(host, port)
             self.stdout.write(
                 self.style.SUCCESS(f"\nWorkshop running at http://{host}:{port}/  (Ctrl-C stops it)\n")
             )
@@ -148,6 +149,15 @@ class Command(BaseCommand):
                     return url
             time.sleep(0.05)
         raise CommandError("The private Redis did not start; see its output above.")
+
+    def _wait_for_port(self, host: str, port: int) -> None:
+        for _ in range(300):
+            if _port_taken(host, port):
+                return
+            if any(name == "web" and proc.poll() is not None for name, proc in self.procs):
+                break
+            time.sleep(0.1)
+        raise CommandError("The web server did not start; see its output above.")
 
     def _print_logins(self) -> None:
         path = Path(settings.LOCAL_DIR) / "demo-logins.txt"

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from tests.live import ROOT
+from workshop.settings import envbool, envint
+
+PRODUCTION = {
+    "DEBUG": "false",
+    "SECRET_KEY": "x" * 20 + "a-long-random-production-key-0123456789",
+    "ALLOWED_HOSTS": "workshop.example.com",
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/postgres",
+}
+LOOSENED = ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in LOOSENED and k != "SECRET_KEY"}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env={**base, **env}, capture_output=True, text=True
+    )
+
+
+def test_it_passes_the_deploy_checks_with_production_settings() -> None:
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_it_refuses_to_start_without_a_secret_key_in_production() -> None:
+    result = manage("check", **{**PRODUCTION, "SECRET_KEY": ""})
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+
+
+def test_it_refuses_a_bad_boolean(monkeypatch) -> None:
+    monkeypatch.setenv("FLAG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="FLAG"):
+        envbool("FLAG", False)
+
+
+def test_it_refuses_a_bad_integer(monkeypatch) -> None:
+    monkeypatch.setenv("COUNT", "ten")
+    with pytest.raises(ImproperlyConfigured, match="COUNT"):
+        envint("COUNT", 1)
