@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Generation, Round, Take, WorkflowTemplate
+from .models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
 
 
 @admin.register(WorkflowTemplate)
 class WorkflowTemplateAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "kind", "queue", "estimated_seconds")
+    list_display = ("name", "slug", "kind", "queue", "estimated_seconds", "requirements")
     list_filter = ("kind", "queue")
     search_fields = ("name", "slug", "description")
     prepopulated_fields = {"slug": ("name",)}
@@ -55,3 +55,11 @@ class TakeAdmin(admin.ModelAdmin):
     list_filter = ("kind", "circled", "generation__round")
     search_fields = ("filename", "note", "generation__owner__username", "generation__params__prompt")
     list_select_related = ("generation",)
+
+
+@admin.register(QuotaTopUp)
+class QuotaTopUpAdmin(admin.ModelAdmin):
+    list_display = ("filmmaker", "round", "amount", "granted_by", "created_at")
+    list_filter = ("round",)
+    search_fields = ("filmmaker__username",)
+    list_select_related = ("filmmaker", "round", "granted_by")

@@ -93,7 +93,10 @@ class Conductor:
                     protocol.JOB_FUNCTION,
                     kwargs=services.job_kwargs(generation=generation),
                     job_id=protocol.job_id(generation.pk, generation.attempt),
-                    job_timeout=settings.GENERATION_JOB_TIMEOUT,
+                    # RQ's own limit is a backstop behind the worker's per-template timeout.
+                    job_timeout=max(
+                        settings.GENERATION_JOB_TIMEOUT, generation.template.timeout_seconds + 120
+                    ),
                     result_ttl=3600,
                     failure_ttl=24 * 3600,
                     description=f"generation {generation.pk} attempt {generation.attempt}",

@@ -25,6 +25,12 @@ class WorkflowTemplate(models.Model):
     )
     queue = models.CharField(max_length=40, default="video", help_text="The RQ queue whose workers serve it")
     estimated_seconds = models.PositiveIntegerField(default=120)
+    timeout_seconds = models.PositiveIntegerField(
+        default=1800, help_text="A job running longer is interrupted and failed"
+    )
+    requirements = models.CharField(
+        max_length=300, blank=True, help_text="What a worker needs to run it (weights, custom nodes)"
+    )
 
     class Meta:
         ordering = ["name"]
@@ -86,6 +92,11 @@ class Generation(models.Model):
     params = models.JSONField(help_text="The validated user-facing parameters")
     workflow = models.JSONField(help_text="The resolved workflow sent to the worker")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    priority = models.BooleanField(default=False, help_text="Submitted by an instructor: runs first")
+    # One per form render: a double click or a retried POST finds the first generation.
+    submit_token = models.UUIDField(null=True, blank=True, unique=True)
+    # From the failed event: a retriable (system) failure can be retried and does not count to quota.
+    retriable = models.BooleanField(null=True, blank=True)
     # Bumped on every dispatch; events and uploads of an older attempt are ignored.
     attempt = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=120, blank=True)
@@ -119,6 +130,21 @@ class Generation(models.Model):
     def current_takes(self) -> list[Take]:
         """Takes of the attempt that succeeded (an earlier attempt's partial uploads don't count)."""
         return [t for t in self.takes.all() if t.attempt == self.attempt]
+
+
+class QuotaTopUp(models.Model):
+    """Extra generations an instructor granted one filmmaker in one round."""
+
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="top_ups")
+    filmmaker = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="top_ups")
+    amount = models.PositiveIntegerField()
+    granted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"+{self.amount} for {self.filmmaker} in {self.round}"
 
 
 def take_upload_to(instance: Take, filename: str) -> str:

@@ -112,6 +112,7 @@ def job_kwargs(*, generation: Generation) -> dict[str, Any]:
         "workflow": generation.workflow,
         "params": generation.params,
         "upload_url": upload_url(generation=generation),
+        "timeout": generation.template.timeout_seconds,
     }
 
 

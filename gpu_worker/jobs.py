@@ -85,6 +85,7 @@ def run_generation(
     workflow: dict[str, Any],
     params: dict[str, Any],
     upload_url: str,
+    timeout: int | None = None,
 ) -> dict[str, Any]:
     """Run one generation attempt: started, progress..., then succeeded or failed.
 

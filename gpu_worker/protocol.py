@@ -12,6 +12,7 @@ arguments, all plain JSON:
     workflow: dict          the resolved ComfyUI workflow, API format
     params: dict            the validated user-facing parameters (prompt, seed, frames...)
     upload_url: str         signed, expiring; PUT each output to ``upload_url + quote(filename)``
+    timeout: int            seconds the template allows; a job past it is interrupted and failed
 
 Events go to the Redis Stream ``EVENTS_STREAM`` as one field ``data`` holding a JSON
 object: ``{"type", "generation_id", "attempt", "worker", "ts", ...}`` plus, by type:
@@ -20,6 +21,17 @@ object: ``{"type", "generation_id", "attempt", "worker", "ts", ...}`` plus, by t
     progress    percent (0-100 float), step, steps, message
     succeeded   outputs: [filenames uploaded, in order]
     failed      message (user-facing), detail (for admins), retriable (bool)
+    cancelled   -  (the worker stopped the attempt because it was asked to)
+
+Cancel: the web app sets ``cancel_key(generation_id, attempt)`` (any value, with a TTL)
+and publishes ``{"generation_id", "attempt"}`` as JSON on ``CANCEL_CHANNEL``. A running
+job checks the key at least every CANCEL_POLL_S and stops its backend (ComfyUI: a
+targeted interrupt), uploads nothing, and emits ``cancelled``.
+
+Heartbeat: every worker process writes the hash ``worker_key(name)`` every
+HEARTBEAT_INTERVAL_S with fields ``name, state (warming|idle|busy|draining), queues
+(comma-separated), generation_id, attempt (empty when idle), ts`` and a TTL of
+HEARTBEAT_TTL_S, and adds its name to the set ``WORKERS_SET``.
 """
 
 from __future__ import annotations
@@ -32,7 +44,16 @@ STARTED = "started"
 PROGRESS = "progress"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
-EVENT_TYPES = (STARTED, PROGRESS, SUCCEEDED, FAILED)
+CANCELLED = "cancelled"
+EVENT_TYPES = (STARTED, PROGRESS, SUCCEEDED, FAILED, CANCELLED)
+
+CANCEL_CHANNEL = "workshop:cancel"
+CANCEL_POLL_S = 0.5
+CANCEL_TTL_S = 24 * 3600
+
+WORKERS_SET = "workshop:workers"
+HEARTBEAT_INTERVAL_S = 5.0
+HEARTBEAT_TTL_S = 60
 
 # Workers throttle progress at the source: channel layers drop messages when a
 # consumer falls behind, and one event per frame would flood twenty pages.
@@ -45,3 +66,11 @@ WORKER_HEADER = "X-Workshop-Worker"
 def job_id(generation_id: int, attempt: int) -> str:
     """RQ job id: one per generation and attempt, so a re-dispatch never collides."""
     return f"gen-{generation_id}-a{attempt}"
+
+
+def cancel_key(generation_id: int, attempt: int) -> str:
+    return f"workshop:cancel:g{generation_id}:a{attempt}"
+
+
+def worker_key(name: str) -> str:
+    return f"workshop:worker:{name}"

@@ -77,3 +77,17 @@ def test_it_pushes_the_card_rendered_from_the_database(owner, generation, redis_
         await comm.disconnect()
 
     run(scenario)
+
+
+def test_it_refuses_a_socket_from_a_foreign_origin(owner, generation, redis_conn) -> None:
+    from workshop.asgi import application
+
+    async def scenario() -> None:
+        comm = WebsocketCommunicator(
+            application, f"/ws/rounds/{generation.round_id}/", headers=[(b"origin", b"http://evil.example")]
+        )
+        comm.scope["user"] = owner
+        connected, _ = await comm.connect()
+        assert not connected
+
+    run(scenario)
