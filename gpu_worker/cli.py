@@ -112,6 +112,16 @@ def run_worker(args: argparse.Namespace) -> int:
         # The description holds the signed upload URL and the whole workflow: not for logs.
         log_job_description=False,
     )
+    from gpu_worker.heartbeat import BUSY, DRAINING, IDLE, Heartbeat
+
+    def probe() -> tuple[str, str | None]:
+        job_id = worker.get_current_job_id()
+        if getattr(worker, "_stop_requested", False):
+            return DRAINING, job_id
+        return (BUSY if job_id else IDLE), job_id
+
+    heartbeat = Heartbeat(connection, name=args.name, queues=queues, probe=probe)
+    heartbeat.start()
     log.info(
         "gpu-worker %s: backend %s, queues %s, events %s",
         args.name,
@@ -119,7 +129,10 @@ def run_worker(args: argparse.Namespace) -> int:
         ",".join(queues),
         args.events_stream,
     )
-    worker.work(burst=args.burst, logging_level="WARNING")
+    try:
+        worker.work(burst=args.burst, logging_level="WARNING")
+    finally:
+        heartbeat.stop()
     return 0
 
 
