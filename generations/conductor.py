@@ -1,41 +1,54 @@
 """The conductor: the one long-running loop between the database and the GPU fleet.
 
-Each pass it (1) dispatches queued generations to their RQ queue and (2) reads worker
+Each pass it (1) dispatches queued generations in the order of the dispatch policy, no
+more than the idle workers of each queue can start now (plus a prefetch), (2) reads worker
 events from the Redis Stream through a consumer group, applies each to the database and
-acknowledges it only once applied, then tells the live pages. Killing it loses nothing:
-unacknowledged events stay pending in the group and are read again on restart, and
-queued generations stay queued in the database.
+acknowledges it only once applied, then tells the live pages, and (3) every few seconds
+reconciles: an attempt whose worker stopped heartbeating, whose RQ job vanished (Redis
+lost its data) or failed with the work-horse, is dispatched again.
+
+Killing it loses nothing: unacknowledged events stay pending in the group, queued
+generations stay queued in the database. Two may run: a Redis lock lets one lead, and
+the other takes over within seconds when the leader dies.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
+import time
+from collections import Counter
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
-from rq import Queue
-from rq.serializers import JSONSerializer
+from django.db.models import Count
+from redis.exceptions import LockError
+from rq.job import JobStatus
 
 from gpu_worker import protocol
 
-from . import notify, services
+from . import broker, fleet, notify, services
 from .models import Generation
+from .policy import Pending, plan
 
 log = logging.getLogger(__name__)
 
+S = Generation.Status
 GROUP = "conductor"
+LEADER_KEY = "workshop:conductor:leader"
 # Not a worker event: the web app adds it to the stream after a submission so the
 # conductor, blocked reading events, wakes and dispatches at once.
 WAKE = "wake"
+RQ_GONE = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 
 def wake(connection: redis.Redis | None = None) -> None:
-    conn = connection or redis.Redis.from_url(settings.REDIS_URL)
+    conn = connection or broker.connection()
     try:
         conn.xadd(
             settings.EVENTS_STREAM,
@@ -48,21 +61,58 @@ def wake(connection: redis.Redis | None = None) -> None:
         log.warning("could not wake the conductor", exc_info=True)
 
 
+def pending_of(generations: list[Generation]) -> list[Pending]:
+    return [
+        Pending(
+            id=g.pk,
+            owner_id=g.owner_id,
+            round_id=g.round_id,
+            queue=g.template.queue,
+            priority=g.priority,
+            submitted_at=g.created_at.timestamp(),
+        )
+        for g in generations
+    ]
+
+
+def load() -> tuple[dict[int, int], dict[tuple[int, int], int]]:
+    """(in flight per owner, succeeded per (round, owner)): the policy's view of the room."""
+    in_flight = dict(
+        Generation.objects.filter(status__in=Generation.IN_FLIGHT)
+        .values("owner_id")
+        .annotate(n=Count("id"))
+        .values_list("owner_id", "n")
+    )
+    finished = {
+        (r, o): n
+        for r, o, n in Generation.objects.filter(status=S.SUCCEEDED)
+        .values("round_id", "owner_id")
+        .annotate(n=Count("id"))
+        .values_list("round_id", "owner_id", "n")
+    }
+    return in_flight, finished
+
+
 class Conductor:
     def __init__(
         self,
         *,
         connection: redis.Redis | None = None,
         stream: str | None = None,
-        consumer: str | None = None,
-        dispatch_batch: int = 50,
+        consumer: str = "conductor",
+        reconcile_every: float = 2.0,
     ) -> None:
-        self.redis = connection or redis.Redis.from_url(settings.REDIS_URL)
+        self.redis = connection or broker.connection()
         self.stream = stream or settings.EVENTS_STREAM
-        # One conductor runs at a time; a stable name lets a restart reclaim its own pending events.
-        self.consumer = consumer or "conductor"
-        self.dispatch_batch = dispatch_batch
-        self._queues: dict[str, Queue] = {}
+        # A name shared by every conductor: a new leader reads what the old one left pending.
+        self.consumer = consumer
+        self.reconcile_every = reconcile_every
+        self.identity = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self._lock = self.redis.lock(LEADER_KEY, timeout=settings.CONDUCTOR_LEADER_TTL, thread_local=False)
+        self._suspects: dict[tuple[int, int], tuple[float, str]] = {}
+        self._last_reconcile = 0.0
+        self._queued_signature: tuple[int, ...] = ()
+        self._woken_at: float | None = None
         self._ensure_group()
 
     # --- setup --------------------------------------------------------------------------
@@ -74,22 +124,59 @@ class Conductor:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def queue(self, name: str) -> Queue:
-        if name not in self._queues:
-            self._queues[name] = Queue(name, connection=self.redis, serializer=JSONSerializer)
-        return self._queues[name]
+    def lead(self) -> bool:
+        """Hold (or take) the leader lock; False while another conductor holds it."""
+        try:
+            if self._lock.owned():
+                self._lock.reacquire()
+                return True
+        except LockError:
+            pass
+        return bool(self._lock.acquire(blocking=False))
+
+    def resign(self) -> None:
+        try:
+            if self._lock.owned():
+                self._lock.release()
+        except (LockError, redis.RedisError):
+            pass
 
     # --- dispatch -----------------------------------------------------------------------
 
+    def capacity(self, queues: set[str]) -> dict[str, int]:
+        """Jobs each queue may take now: idle workers + prefetch − jobs already waiting in RQ."""
+        workers = fleet.workers(self.redis)
+        # A heartbeat may still say idle for a worker that just started a job.
+        running_on = set(Generation.objects.filter(status=S.RUNNING).values_list("worker", flat=True))
+        waiting = Counter(
+            Generation.objects.filter(status=S.DISPATCHED).values_list("template__queue", flat=True)
+        )
+        return {
+            q: sum(1 for w in workers if w.serves(q) and w.state == "idle" and w.name not in running_on)
+            + settings.DISPATCH_PREFETCH
+            - waiting[q]
+            for q in queues
+        }
+
     def dispatch_once(self) -> int:
-        """Send queued generations to RQ, oldest first. Returns how many were sent."""
+        """Send queued generations to RQ in policy order, as far as capacity allows."""
+        queued = list(Generation.objects.filter(status=S.QUEUED).select_related("template"))
+        signature = tuple(sorted(g.pk for g in queued))
+        if not queued:
+            self._queued_signature = signature
+            return 0
+        in_flight, finished = load()
+        by_id = {g.pk: g for g in queued}
+        chosen = plan(
+            pending_of(queued), in_flight, finished, self.capacity({g.template.queue for g in queued})
+        )
         sent = 0
-        queued = Generation.objects.filter(status=Generation.Status.QUEUED).select_related("template")
-        for generation in queued.order_by("created_at")[: self.dispatch_batch]:
+        for p in chosen:
+            generation = by_id[p.id]
             if not services.generation_dispatch(generation=generation):
                 continue
             try:
-                self.queue(generation.template.queue).enqueue(
+                broker.queue(generation.template.queue, self.redis).enqueue(
                     protocol.JOB_FUNCTION,
                     kwargs=services.job_kwargs(generation=generation),
                     job_id=protocol.job_id(generation.pk, generation.attempt),
@@ -108,23 +195,32 @@ class Conductor:
                 )
                 raise
             sent += 1
-            log.info(
-                "dispatched generation %s attempt %s to %s",
-                generation.pk,
-                generation.attempt,
-                generation.template.queue,
-            )
+            log.info("dispatched generation %s attempt %s to %s", generation.pk, generation.attempt, p.queue)
             notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
+        remaining = tuple(sorted(set(signature) - {p.id for p in chosen}))
+        if sent or remaining != self._queued_signature:
+            # Positions and ETAs moved for everyone still waiting.
+            for owner_id in {by_id[i].owner_id for i in remaining}:
+                notify.generation_changed(owner_id=owner_id, generation_id=0, queue=True)
+        self._queued_signature = remaining
         return sent
 
     # --- events -------------------------------------------------------------------------
 
     def consume_once(self, *, block_ms: int = 1000, count: int = 100) -> int:
         """Apply a batch of events: first any left pending by a previous run, then new ones."""
-        handled = self._consume("0", block_ms=None, count=count)
-        if handled:
-            return handled
-        return self._consume(">", block_ms=block_ms, count=count)
+        try:
+            handled = self._consume("0", block_ms=None, count=count)
+            if handled:
+                return handled
+            return self._consume(">", block_ms=block_ms, count=count)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost its data (a restart without persistence): start the group again.
+            log.warning("events group missing; recreating it")
+            self._ensure_group()
+            return 0
 
     def _consume(self, start: str, *, block_ms: int | None, count: int) -> int:
         reply = self.redis.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block_ms)
@@ -142,27 +238,94 @@ class Conductor:
             log.warning("dropping unreadable event %s", entry_id)
             self.redis.xack(self.stream, GROUP, entry_id)
             return
-        if event.get("type") == WAKE:
-            self.redis.xack(self.stream, GROUP, entry_id)
-            return
-        applied = services.event_apply(event)
+        if event.get("type") == WAKE and self._woken_at is None:
+            self._woken_at = time.monotonic()
+        applied = None if event.get("type") == WAKE else services.event_apply(event)
         # Acknowledge only after the database has it: a crash before this line replays the event.
         self.redis.xack(self.stream, GROUP, entry_id)
         if applied is not None:
             notify.generation_changed(owner_id=applied.owner_id, generation_id=applied.generation_id)
 
+    # --- reconcile ----------------------------------------------------------------------
+
+    def reconcile_once(self, *, now: float | None = None) -> int:
+        """Re-dispatch attempts that are lost. A condition must hold for LOST_GRACE_SECONDS
+        (events already in the stream get applied first). Returns how many were re-dispatched."""
+        now = time.time() if now is None else now
+        alive = {w.name: w for w in fleet.workers(self.redis)}
+        seen: set[tuple[int, int]] = set()
+        lost = 0
+        for g in Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related("template"):
+            reason = self._why_lost(g, alive)
+            key = (g.pk, g.attempt)
+            if reason is None:
+                continue
+            seen.add(key)
+            first, _ = self._suspects.setdefault(key, (now, reason))
+            if now - first >= settings.LOST_GRACE_SECONDS:
+                del self._suspects[key]
+                if services.attempt_lost(generation_id=g.pk, attempt=g.attempt, reason=reason):
+                    lost += 1
+                    notify.generation_changed(owner_id=g.owner_id, generation_id=g.pk, queue=True)
+        for key in set(self._suspects) - seen:
+            del self._suspects[key]
+        return lost
+
+    def _why_lost(self, g: Generation, alive: dict[str, fleet.WorkerInfo]) -> str | None:
+        status = broker.job_status(g.pk, g.attempt, self.redis)
+        if status is None:
+            return "its job vanished from the queue (Redis lost its data?)"
+        if status in RQ_GONE:
+            return f"RQ reports its job {status.value} (the worker process died?)"
+        claimed = any(w.generation_id == g.pk and w.attempt == g.attempt for w in alive.values())
+        if g.status == S.RUNNING and not claimed:
+            worker = alive.get(g.worker)
+            if worker is None:
+                return f"no heartbeat from worker {g.worker or '?'} for {settings.WORKER_LOST_AFTER} s"
+            return f"worker {g.worker} is no longer running it"
+        if g.status == S.DISPATCHED and status == JobStatus.STARTED and not claimed:
+            return "the worker that took it stopped heartbeating"
+        return None
+
     # --- loop ---------------------------------------------------------------------------
 
+    def step(self, *, block_ms: int = 500) -> None:
+        """One pass of the leader: events, then dispatch, and now and then a reconcile."""
+        self.consume_once(block_ms=block_ms)
+        if self._woken_at is not None:
+            # A submission woke us: let the rest of a burst arrive so that one pass orders all of it
+            # (dispatching each click at once hands idle GPUs to whoever clicked first).
+            debounce = settings.DISPATCH_DEBOUNCE_MS / 1000
+            while (left := self._woken_at + debounce - time.monotonic()) > 0:
+                self.consume_once(block_ms=max(int(left * 1000), 1))
+            self._woken_at = None
+        self.dispatch_once()
+        if time.monotonic() - self._last_reconcile >= self.reconcile_every:
+            self._last_reconcile = time.monotonic()
+            self.reconcile_once()
+
     def run(self, stop: threading.Event, *, block_ms: int = 500) -> None:
-        log.info("conductor %s on %s, stream %s", self.consumer, socket.gethostname(), self.stream)
-        while not stop.is_set():
-            try:
-                self.dispatch_once()
-                self.consume_once(block_ms=block_ms)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying", exc)
-                stop.wait(1.0)
-            except DatabaseError:
-                log.exception("database error; retrying")
-                close_old_connections()
-                stop.wait(1.0)
+        log.info("conductor %s, stream %s", self.identity, self.stream)
+        leading = False
+        try:
+            while not stop.is_set():
+                try:
+                    if not self.lead():
+                        if leading:
+                            log.warning("lost the leader lock")
+                        leading = False
+                        stop.wait(1.0)
+                        continue
+                    if not leading:
+                        log.info("conductor %s leads", self.identity)
+                        leading = True
+                    self.step(block_ms=block_ms)
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    log.warning("redis unavailable (%s); retrying", exc)
+                    stop.wait(1.0)
+                except DatabaseError:
+                    log.exception("database error; retrying")
+                    close_old_connections()
+                    stop.wait(1.0)
+        finally:
+            self.resign()

@@ -44,6 +44,9 @@ class RoundConsumer(WebsocketConsumer):
         """The page sends nothing we act on; ignore it."""
 
     def generation_changed(self, event: dict[str, Any]) -> None:
+        if event.get("queue") and not event.get("id"):
+            self.send_state(queue=True, takes=False)  # positions and ETAs moved
+            return
         try:
             generation = selectors.generation_for_user(self.user, int(event["id"]))
         except Http404:
@@ -61,8 +64,8 @@ class RoundConsumer(WebsocketConsumer):
     def send_state(self, *, queue: bool, takes: bool) -> None:
         parts = []
         if queue:
-            generations = selectors.generations_of(self.user, self.round)
-            parts.append(render_to_string(f"{PAGE}#my-queue", {"generations": generations}))
+            context = selectors.queue_context(self.user, self.round)
+            parts.append(render_to_string(f"{PAGE}#my-queue", context))
         if takes:
             parts.append(self._takes_html())
         self.send(text_data="".join(parts))

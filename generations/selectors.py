@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from django.db.models import F, Prefetch, QuerySet
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import F, Prefetch, Q, QuerySet, Sum
 from django.http import Http404
 
 from accounts.models import User
 
-from .models import Generation, Round, Take
+from .models import Generation, QuotaTopUp, Round, Take
 
 
 def rounds_visible_to(user: User) -> QuerySet[Round]:
@@ -74,3 +77,45 @@ def take_for_user(user: User, pk: int) -> Take:
     if take is None:
         raise Http404("No such take")
     return take
+
+
+@dataclass(frozen=True)
+class Quota:
+    total: int
+    used: int
+
+    @property
+    def left(self) -> int:
+        return max(self.total - self.used, 0)
+
+
+def quota_for(user: User, rnd: Round) -> Quota:
+    """Generations a filmmaker may still submit in a round. Cancelled before they started, and
+    failed for a system reason, don't count."""
+    extra = QuotaTopUp.objects.filter(round=rnd, filmmaker=user).aggregate(n=Sum("amount"))["n"] or 0
+    free = Q(status=Generation.Status.CANCELLED, started_at__isnull=True) | Q(
+        status=Generation.Status.FAILED, retriable=True
+    )
+    used = Generation.objects.filter(owner=user, round=rnd).exclude(free).count()
+    return Quota(total=rnd.quota + extra, used=used)
+
+
+def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
+    """Attach `estimate` (position and ETA, or None) to each generation for its job card."""
+    from . import broker, eta
+
+    items = list(generations)
+    queued = [g for g in items if g.status == Generation.Status.QUEUED]
+    found = eta.estimates(broker.connection(), queued=queued) if queued else {}
+    for g in items:
+        g.estimate = found.get(g.pk)  # type: ignore[attr-defined]
+    return items
+
+
+def queue_context(user: User, rnd: Round) -> dict[str, object]:
+    """What the "my queue" partial needs: the cards (with positions and ETAs) and the quota."""
+    return {
+        "generations": with_estimates(generations_of(user, rnd)),
+        "quota": None if user.is_instructor else quota_for(user, rnd),
+        "round": rnd,
+    }

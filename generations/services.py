@@ -7,14 +7,17 @@ from __future__ import annotations
 import logging
 import mimetypes
 import tempfile
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core import signing
 from django.core.files import File
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Greatest
@@ -24,8 +27,8 @@ from django.utils import timezone
 from accounts.models import User
 from gpu_worker import protocol
 
-from . import media
-from .models import Generation, Round, Take, WorkflowTemplate
+from . import broker, media, selectors
+from .models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
 from .params import parse_spec, resolve_workflow
 
 log = logging.getLogger(__name__)
@@ -48,27 +51,163 @@ class UploadRefused(Exception):
 
 
 def generation_create(
-    *, owner: User, round_id: int, template: WorkflowTemplate, params: dict[str, Any]
+    *,
+    owner: User,
+    round_id: int,
+    template: WorkflowTemplate,
+    params: dict[str, Any],
+    submit_token: uuid.UUID | None = None,
+    priority: bool = False,
 ) -> Generation:
-    """Create a queued generation from already validated params."""
-    with transaction.atomic():
-        # Lock the round so a concurrent pause/close is seen before we create anything.
-        rnd = Round.objects.select_for_update().filter(pk=round_id).first()
-        if rnd is None:
-            raise SubmissionRefused("This round does not exist.")
-        if rnd.status != Round.Status.OPEN:
-            raise SubmissionRefused(
-                f"The round “{rnd.title}” is {rnd.get_status_display().lower()}: no new generations."
+    """Create a queued generation from already validated params.
+
+    A `submit_token` seen before returns the generation it created (a double click or a
+    retried POST creates one generation). Filmmakers are held to the round's quota."""
+    if submit_token is not None:
+        existing = Generation.objects.filter(submit_token=submit_token, owner=owner).first()
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            # Lock the round: a concurrent pause/close, or a second submission of the same
+            # filmmaker counting against the quota, waits for us.
+            rnd = Round.objects.select_for_update().filter(pk=round_id).first()
+            if rnd is None:
+                raise SubmissionRefused("This round does not exist.")
+            if rnd.status != Round.Status.OPEN:
+                raise SubmissionRefused(
+                    f"The round “{rnd.title}” is {rnd.get_status_display().lower()}: no new generations."
+                )
+            if not rnd.templates.filter(pk=template.pk).exists():
+                raise SubmissionRefused("This template is not offered in this round.")
+            if not owner.is_instructor:
+                quota = selectors.quota_for(owner, rnd)
+                if quota.left <= 0:
+                    raise SubmissionRefused(
+                        f"You have 0 generations left in this round: you have used all {quota.total}. "
+                        "Cancelled and failed-by-the-system generations don't count; "
+                        "ask the instructor for more."
+                    )
+            workflow = resolve_workflow(template.workflow, parse_spec(template.param_spec), params)
+            generation = Generation.objects.create(
+                owner=owner,
+                round=rnd,
+                template=template,
+                params=params,
+                workflow=workflow,
+                submit_token=submit_token,
+                priority=priority and owner.is_instructor,
             )
-        if not rnd.templates.filter(pk=template.pk).exists():
-            raise SubmissionRefused("This template is not offered in this round.")
-        workflow = resolve_workflow(template.workflow, parse_spec(template.param_spec), params)
-        generation = Generation.objects.create(
-            owner=owner, round=rnd, template=template, params=params, workflow=workflow
-        )
-        transaction.on_commit(_wake_conductor)
+            transaction.on_commit(_wake_conductor)
+    except IntegrityError:
+        # The same token raced us in another request; it won.
+        if submit_token is None:
+            raise
+        return Generation.objects.get(submit_token=submit_token, owner=owner)
     log.info("generation %s queued for %s", generation.pk, owner)
     return generation
+
+
+def quota_top_up(*, round: Round, filmmaker: User, amount: int, by: User) -> QuotaTopUp:
+    if amount <= 0:
+        raise ValueError("A top-up adds at least one generation.")
+    return QuotaTopUp.objects.create(round=round, filmmaker=filmmaker, amount=amount, granted_by=by)
+
+
+def generation_cancel(*, generation: Generation) -> bool:
+    """Cancel from any state that has not finished. Queued: at once. Dispatched: also taken
+    out of RQ. Running: the worker is told through Redis and interrupts its backend. Takes
+    of the attempt are removed, so a cancelled generation never shows one."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = Generation.objects.select_for_update().filter(pk=generation.pk).first()
+        if current is None or current.status in Generation.TERMINAL:
+            return False
+        previous, attempt = current.status, current.attempt
+        Generation.objects.filter(pk=current.pk).update(
+            status=S.CANCELLED, finished_at=now, progress_message=""
+        )
+        # An upload that finished just before us must not survive as a take.
+        _delete_takes(Take.objects.filter(generation=current))
+    if previous in Generation.IN_FLIGHT:
+        try:
+            broker.signal_cancel(current.pk, attempt)
+            if previous == S.DISPATCHED:
+                broker.remove_job(current.template.queue, current.pk, attempt)
+        except redis.RedisError:
+            # The worker's upload is refused and its events ignored all the same.
+            log.warning("could not signal the cancel of generation %s", current.pk, exc_info=True)
+    generation.refresh_from_db()
+    log.info("generation %s cancelled (was %s)", generation.pk, previous)
+    return True
+
+
+def _delete_takes(takes: Iterable[Take]) -> None:
+    for take in takes:
+        take.file.delete(save=False)
+        if take.poster:
+            take.poster.delete(save=False)
+        take.delete()
+
+
+def generation_retry(*, generation: Generation) -> bool:
+    """failed → queued, same parameters, when the failure was the system's (not validation)."""
+    if generation.status != S.FAILED or generation.retriable is False:
+        raise SubmissionRefused("Only a generation that failed for a system reason can be retried.")
+    with transaction.atomic():
+        rnd = Round.objects.select_for_update().get(pk=generation.round_id)
+        if rnd.status != Round.Status.OPEN:
+            raise SubmissionRefused(f"The round “{rnd.title}” is not open: it cannot be retried now.")
+        # The failure did not count; the retry does.
+        if not generation.owner.is_instructor and selectors.quota_for(generation.owner, rnd).left <= 0:
+            raise SubmissionRefused("You have 0 generations left in this round, so it cannot be retried.")
+        n = Generation.objects.filter(pk=generation.pk, status=S.FAILED, attempt=generation.attempt).update(
+            status=S.QUEUED,
+            error_message="",
+            error_detail="",
+            retriable=None,
+            progress=0,
+            progress_message="",
+            finished_at=None,
+            started_at=None,
+        )
+        if n == 1:
+            transaction.on_commit(_wake_conductor)
+    generation.refresh_from_db()
+    return n == 1
+
+
+def attempt_lost(*, generation_id: int, attempt: int, reason: str) -> Generation | None:
+    """The worker of this attempt is gone (or RQ lost the job): dispatch again, or give up
+    after MAX_ATTEMPTS. The presumed-dead worker is told to stop in case it is alive."""
+    g = Generation.objects.filter(pk=generation_id, attempt=attempt, status__in=Generation.IN_FLIGHT).first()
+    if g is None:
+        return None
+    if attempt < settings.MAX_ATTEMPTS:
+        changes: dict[str, Any] = {"status": S.QUEUED, "progress": 0, "progress_message": reason[:200]}
+    else:
+        changes = {
+            "status": S.FAILED,
+            "finished_at": timezone.now(),
+            "retriable": True,
+            "error_message": f"The GPU worker was lost {attempt} times; you can retry.",
+            "error_detail": reason,
+        }
+    with transaction.atomic():
+        n = Generation.objects.filter(pk=g.pk, attempt=attempt, status__in=Generation.IN_FLIGHT).update(
+            **changes
+        )
+        if n != 1:
+            return None
+        # Whatever the lost attempt delivered is not a take: only the next attempt's will be.
+        _delete_takes(Take.objects.filter(generation=g))
+    try:
+        broker.signal_cancel(g.pk, attempt)
+    except redis.RedisError:
+        pass
+    log.warning("generation %s attempt %s lost: %s", g.pk, attempt, reason)
+    g.refresh_from_db()
+    return g
 
 
 def _wake_conductor() -> None:
@@ -156,14 +295,31 @@ def event_apply(event: dict[str, Any]) -> Applied | None:
         n = live.update(status=S.SUCCEEDED, progress=100, progress_message="", finished_at=now, worker=worker)
         terminal = True
     elif kind == protocol.FAILED:
-        n = live.update(
-            status=S.FAILED,
-            finished_at=now,
-            worker=worker,
-            error_message=str(event.get("message") or "The generation failed.")[:2000],
-            error_detail=str(event.get("detail", ""))[:20000],
-        )
-        terminal = True
+        message = str(event.get("message") or "The generation failed.")[:2000]
+        detail = str(event.get("detail", ""))[:20000]
+        retriable = bool(event.get("retriable", False))
+        if retriable and attempt < settings.MAX_ATTEMPTS:
+            # A system failure (the GPU ran out of memory, ComfyUI died...): try another attempt.
+            n = live.update(
+                status=S.QUEUED,
+                progress=0,
+                progress_message=f"Retrying: {message}"[:200],
+                error_detail=detail,
+            )
+            if n == 1:
+                transaction.on_commit(_wake_conductor)
+        else:
+            n = live.update(
+                status=S.FAILED,
+                finished_at=now,
+                worker=worker,
+                error_message=message,
+                error_detail=detail,
+                retriable=retriable,
+            )
+            terminal = True
+    elif kind in (protocol.CANCELLED, "preview"):
+        return None  # the cancel already happened here; previews are not stored yet
     else:
         log.warning("ignoring event of unknown type %r", kind)
         return None
@@ -216,28 +372,31 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
         tmp.flush()
         info = media.probe(Path(tmp.name), content_type)
         tmp.seek(0)
-        generation = Generation.objects.select_related("round").get(pk=gid)
-        take = Take.objects.filter(generation=generation, attempt=attempt, filename=filename).first()
-        if take is None:
-            take = Take(generation=generation, attempt=attempt, filename=filename)
-        else:
-            take.file.delete(save=False)
-            if take.poster:
-                take.poster.delete(save=False)
-        take.kind = _kind_for(content_type)
-        take.content_type = content_type
-        take.size = size
-        take.width, take.height = info.width, info.height
-        take.duration, take.frame_count = info.duration, info.frame_count
-        take.file.save(filename, File(tmp), save=False)
-        if info.poster_png:
-            from django.core.files.base import ContentFile
-
-            take.poster.save(f"{Path(filename).stem}-poster.png", ContentFile(info.poster_png), save=False)
-        try:
+        with transaction.atomic():
+            # Checked again under the row lock that cancel takes: a take never outlives a cancel.
+            generation = (
+                Generation.objects.select_for_update()
+                .filter(pk=gid, attempt=attempt, status__in=Generation.IN_FLIGHT)
+                .first()
+            )
+            if generation is None:
+                raise UploadRefused("This generation no longer accepts uploads for this attempt.", status=409)
+            take = Take.objects.filter(generation=generation, attempt=attempt, filename=filename).first()
+            if take is None:
+                take = Take(generation=generation, attempt=attempt, filename=filename)
+            else:  # a retried PUT of the same file replaces it
+                take.file.delete(save=False)
+                if take.poster:
+                    take.poster.delete(save=False)
+            take.kind = _kind_for(content_type)
+            take.content_type = content_type
+            take.size = size
+            take.width, take.height = info.width, info.height
+            take.duration, take.frame_count = info.duration, info.frame_count
+            take.file.save(filename, File(tmp), save=False)
+            if info.poster_png:
+                take.poster.save(
+                    f"{Path(filename).stem}-poster.png", ContentFile(info.poster_png), save=False
+                )
             take.save()
-        except IntegrityError:
-            # The same file arrived twice at once; the other request recorded it.
-            take.file.delete(save=False)
-            return Take.objects.get(generation=generation, attempt=attempt, filename=filename)
     return take

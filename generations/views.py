@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -33,8 +34,9 @@ def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, A
         "templates": templates,
         "template_obj": chosen,
         "form": extra.pop("form", None) or _form_for(chosen),
-        "generations": selectors.generations_of(request.user, rnd),
+        "submit_token": uuid.uuid4(),
         "takes": selectors.takes_of(request.user, rnd),
+        **selectors.queue_context(request.user, rnd),
         **extra,
     }
 
@@ -69,7 +71,12 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     elif form.is_valid():
         try:
             generation = services.generation_create(
-                owner=request.user, round_id=rnd.pk, template=template, params=form.cleaned_data
+                owner=request.user,
+                round_id=rnd.pk,
+                template=template,
+                params=form.cleaned_data,
+                submit_token=_token(request.POST.get("submit_token")),
+                priority=request.POST.get("priority") == "on",
             )
         except services.SubmissionRefused as exc:
             error = str(exc)
@@ -82,6 +89,45 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             return render(request, f"{PAGE}#submit-response", context)
     context = _page_context(request, rnd, template=template, form=form, form_error=error)
     return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _token(raw: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
+def _card_response(request: HttpRequest, generation_id: int, *, error: str = "") -> HttpResponse:
+    """The job card as it is now, and the queue (positions and quota changed) out of band."""
+    generation = selectors.generation_for_user(request.user, generation_id)
+    context = {"g": generation, "card_error": error}
+    html = render_to_string(f"{PAGE}#job-card", context, request=request)
+    if generation.owner_id == request.user.pk:
+        queue = {**selectors.queue_context(request.user, generation.round), "oob": True}
+        html += render_to_string(f"{PAGE}#my-queue", queue, request=request)
+    return HttpResponse(html, status=422 if error else 200)
+
+
+@login_required
+@require_POST
+def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    generation = selectors.generation_for_user(request.user, pk)
+    if services.generation_cancel(generation=generation):
+        notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk, queue=True)
+    return _card_response(request, pk)
+
+
+@login_required
+@require_POST
+def generation_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    generation = selectors.generation_for_user(request.user, pk)
+    try:
+        services.generation_retry(generation=generation)
+    except services.SubmissionRefused as exc:
+        return _card_response(request, pk, error=str(exc))
+    notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk, queue=True)
+    return _card_response(request, pk)
 
 
 @login_required

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARMING, IDLE, BUSY, DRAINING = "warming", "idle", "busy", "draining"
+# Shorter beats only for tests and chaos runs, where seconds matter.
+INTERVAL_S = float(os.environ.get("GPU_WORKER_HEARTBEAT_S") or protocol.HEARTBEAT_INTERVAL_S)
 
 
 def parse_job_id(job_id: str | None) -> tuple[str, str]:
@@ -39,7 +42,7 @@ class Heartbeat:
         name: str,
         queues: list[str],
         probe: Callable[[], tuple[str, str | None]],
-        interval: float = protocol.HEARTBEAT_INTERVAL_S,
+        interval: float = INTERVAL_S,
         ttl: int = protocol.HEARTBEAT_TTL_S,
     ) -> None:
         self.redis, self.name, self.queues, self.probe = redis, name, queues, probe

@@ -53,7 +53,10 @@ class LiveStack:
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        # Each in its own process group, so a kill takes a worker's work-horse too, as when a host dies.
+        self.procs[name] = subprocess.Popen(
+            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def start_web(self) -> None:
         self._spawn(
@@ -103,9 +106,12 @@ class LiveStack:
         )
 
     def kill(self, name: str) -> None:
-        """SIGKILL: no cleanup, as when a host vanishes."""
+        """SIGKILL to the whole process group: no cleanup, as when a host vanishes."""
         proc = self.procs.pop(name)
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
 
     def log(self, name: str) -> str:
@@ -120,7 +126,7 @@ class LiveStack:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
 

@@ -144,6 +144,19 @@ RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 1800} for name in RQ_QU
 EVENTS_STREAM = env("EVENTS_STREAM", "workshop:events")
 # How long a job may run on a GPU before RQ gives up on it.
 GENERATION_JOB_TIMEOUT = envint("GENERATION_JOB_TIMEOUT", 30 * 60)
+# A worker silent this long is lost; its generation is dispatched again (up to MAX_ATTEMPTS).
+WORKER_LOST_AFTER = envint("WORKER_LOST_AFTER", 30)
+MAX_ATTEMPTS = envint("MAX_ATTEMPTS", 3)
+# How long a job may sit without an RQ job, or on an idle worker, before it counts as lost.
+LOST_GRACE_SECONDS = envint("LOST_GRACE_SECONDS", 10)
+# After a submission wakes it, the conductor waits this long for the rest of a burst.
+DISPATCH_DEBOUNCE_MS = envint("DISPATCH_DEBOUNCE_MS", 150)
+# Jobs waiting in an RQ queue beyond what idle workers can start now.
+DISPATCH_PREFETCH = envint("DISPATCH_PREFETCH", 1)
+# A conductor that stops renewing its lock this long is replaced by a standby.
+CONDUCTOR_LEADER_TTL = envint("CONDUCTOR_LEADER_TTL", 10)
+# Extra seconds in an ETA when no worker of the queue is warm.
+COLD_START_SECONDS = envint("COLD_START_SECONDS", 90)
 
 AUTH_USER_MODEL = "accounts.User"
 AUTH_PASSWORD_VALIDATORS = [

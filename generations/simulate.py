@@ -1,0 +1,167 @@
+"""A discrete-event simulation of dispatch in virtual time, for bench/burst.py and the tests.
+
+Pure Python with no Django import. Workers pull when idle: each conductor pass offers the policy one slot
+per idle worker of each queue, as the conductor does, and the policy is any callable with the signature of
+`generations.policy.plan`. The event loop knows three events (a submission arrives, a job finishes, the
+conductor makes a pass), so spread-out arrivals or another policy need no change to it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import statistics
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .policy import Finished, InFlight, Pending
+
+Policy = Callable[[Sequence[Pending], InFlight, Finished, Mapping[str, int]], list[Pending]]
+
+ARRIVE, FINISH, PASS = "arrive", "finish", "pass"
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    owner_id: int
+    submitted_at: float  # also when the conductor learns of it
+    duration: float  # seconds on a warm worker
+    queue: str = "video"
+    round_id: int = 1
+    priority: bool = False
+
+    def pending(self) -> Pending:
+        return Pending(self.id, self.owner_id, self.round_id, self.queue, self.priority, self.submitted_at)
+
+
+@dataclass
+class Run:
+    jobs: Sequence[Job]
+    started: dict[int, float] = field(default_factory=dict)
+    finished: dict[int, float] = field(default_factory=dict)
+    passes: int = 0
+
+    def first_takes(self) -> dict[int, float]:
+        """Owner -> seconds from their first submission to their first finished job."""
+        submitted: dict[int, float] = {}
+        first: dict[int, float] = {}
+        for job in self.jobs:
+            submitted[job.owner_id] = min(submitted.get(job.owner_id, job.submitted_at), job.submitted_at)
+            done = self.finished[job.id]
+            first[job.owner_id] = min(first.get(job.owner_id, done), done)
+        return {owner: first[owner] - submitted[owner] for owner in first}
+
+    def makespan(self) -> float:
+        return max(self.finished.values()) - min(job.submitted_at for job in self.jobs)
+
+    def summary(self) -> dict[str, float]:
+        firsts = list(self.first_takes().values())
+        return {
+            "first_max": max(firsts),
+            "first_median": statistics.median(firsts),
+            "makespan": self.makespan(),
+        }
+
+
+def simulate(
+    jobs: Sequence[Job],
+    workers: Mapping[str, int],
+    policy: Policy,
+    *,
+    cold_start: float = 0.0,
+    pass_delay: float = 0.0,
+) -> Run:
+    """Run `jobs` on `workers` (queue -> count) under `policy`; every job runs to completion.
+
+    A worker's first job takes `cold_start` longer (loading models). A conductor pass runs `pass_delay`
+    after the first event it has not yet seen, so events closer together than that share one pass.
+    """
+    by_id = {job.id: job for job in jobs}
+    run = Run(jobs)
+    seq = itertools.count()  # breaks ties between events at the same time: first pushed, first handled
+    # (time, seq, kind, job id, worker); the job id and worker are -1 where they do not apply.
+    events = [(job.submitted_at, next(seq), ARRIVE, job.id, -1) for job in jobs]
+    heapq.heapify(events)
+    # Idle workers per queue; a finished worker is warm. Warm ones are taken first: nobody should pay a
+    # cold start that an idle warm worker avoids.
+    cold = {queue: list(range(n)) for queue, n in workers.items()}
+    warm: dict[str, list[int]] = {queue: [] for queue in workers}
+    pending: dict[int, Pending] = {}
+    in_flight: Counter[int] = Counter()
+    finished: Counter[tuple[int, int]] = Counter()
+    pass_due = False
+    while events:
+        now, _, kind, job_id, worker = heapq.heappop(events)
+        if kind == PASS:
+            pass_due = False
+            run.passes += 1
+            capacity = {queue: len(warm[queue]) + len(cold[queue]) for queue in workers}
+            for chosen in policy(list(pending.values()), in_flight, finished, capacity):
+                job = by_id[chosen.id]
+                if chosen.id not in pending or not (warm.get(job.queue) or cold.get(job.queue)):
+                    raise RuntimeError(f"policy chose job {chosen.id}: not pending, or no idle worker for it")
+                is_warm = bool(warm[job.queue])
+                worker = (warm if is_warm else cold)[job.queue].pop(0)
+                del pending[job.id]
+                in_flight[job.owner_id] += 1
+                run.started[job.id] = now
+                done_at = now + job.duration + (0.0 if is_warm else cold_start)
+                heapq.heappush(events, (done_at, next(seq), FINISH, job.id, worker))
+            continue
+        job = by_id[job_id]
+        if kind == ARRIVE:
+            pending[job.id] = job.pending()
+        else:
+            in_flight[job.owner_id] -= 1
+            finished[(job.round_id, job.owner_id)] += 1
+            warm[job.queue].append(worker)
+            run.finished[job.id] = now
+        if not pass_due:
+            pass_due = True
+            heapq.heappush(events, (now + pass_delay, next(seq), PASS, -1, -1))
+    if pending:
+        raise RuntimeError(f"{len(pending)} jobs never ran: no worker serves their queue")
+    return run
+
+
+def fifo(
+    pending: Sequence[Pending], in_flight: InFlight, finished: Finished, capacity: Mapping[str, int]
+) -> list[Pending]:
+    """The baseline: plain submission order per queue, blind to owners and priority."""
+    left = dict(capacity)
+    chosen: list[Pending] = []
+    for job in sorted(pending, key=lambda job: (job.submitted_at, job.id)):
+        if left.get(job.queue, 0) > 0:
+            chosen.append(job)
+            left[job.queue] -= 1
+    return chosen
+
+
+def burst(
+    filmmakers: int,
+    per_filmmaker: int,
+    *,
+    job_time: float,
+    jitter: float,
+    rng: random.Random,
+    spacing: float = 0.001,
+) -> list[Job]:
+    """Everyone submits their whole batch at once after a demo, one filmmaker after another.
+
+    Submissions are `spacing` seconds apart, each filmmaker's batch contiguous: FIFO's worst case and the
+    one the workshop sees. Durations are job_time x uniform(1 - jitter, 1 + jitter), drawn per job so that
+    every policy runs the same work.
+    """
+    owners = [owner for owner in range(1, filmmakers + 1) for _ in range(per_filmmaker)]
+    return [
+        Job(
+            id=i + 1,
+            owner_id=owner,
+            submitted_at=i * spacing,
+            duration=job_time * rng.uniform(1 - jitter, 1 + jitter),
+        )
+        for i, owner in enumerate(owners)
+    ]
