@@ -38,12 +38,12 @@ CHAOS_ENV = {
 
 @dataclass
 class Plan:
-    generations: int = 120
+    generations: int = 60
     workers: int = 4
-    kill_every: float = 3.0
+    kill_every: float = 4.0
     conductor_kill_at: float = 4.0
     redis_flush_at: float = 9.0
-    frame_delay: float = 0.05
+    frame_delay: float = 0.1
     timeout: float = 120.0
     seed: int = 7
     log: list[str] = field(default_factory=list)
@@ -76,7 +76,11 @@ def run_chaos(stack: Any, conn: Any, owner: Any, rnd: Any, template: Any, plan: 
         if left == 0 and conductor_killed and conductor_down is None and flushed:
             break
         if now >= next_kill:
-            victim = rng.choice(names)
+            # Prefer a worker in the middle of a job: that is the loss worth testing.
+            busy = set(
+                Generation.objects.filter(status=Generation.Status.RUNNING).values_list("worker", flat=True)
+            )
+            victim = rng.choice(sorted(busy & set(names)) or names)
             stack.kill(victim)
             stack.start_worker(victim, frame_delay=plan.frame_delay)
             kills += 1
@@ -140,7 +144,7 @@ def main() -> None:
     conn = redis.Redis.from_url(settings.REDIS_URL)
     conn.flushdb()
     plan = Plan(
-        generations=int(os.environ.get("CHAOS_N", "120")), workers=int(os.environ.get("CHAOS_WORKERS", "4"))
+        generations=int(os.environ.get("CHAOS_N", "60")), workers=int(os.environ.get("CHAOS_WORKERS", "4"))
     )
     owner = User.objects.create_user("chaos", password=None, role=User.Role.INSTRUCTOR)  # no quota
     template = synthetic_template()

@@ -1,7 +1,16 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from typing import Any
 
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Field
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+
+from .importer import ImportMapping, UploadForm, WorkflowImportError, propose, workflow_parse
 from .models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
 
 
@@ -9,8 +18,63 @@ from .models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
 class WorkflowTemplateAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "kind", "queue", "estimated_seconds", "requirements")
     list_filter = ("kind", "queue")
-    search_fields = ("name", "slug", "description")
+    search_fields = ("name", "slug", "description", "requirements")
     prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("name", "slug", "kind", "description")}),
+        (
+            "GPU worker",
+            {
+                "fields": ("requirements", "queue", "estimated_seconds", "timeout_seconds"),
+                "description": "A worker can run this template only if it has what “requirements” names.",
+            },
+        ),
+        ("Workflow (ComfyUI API format) and its fields", {"fields": ("workflow", "param_spec")}),
+    )
+
+    def formfield_for_dbfield(
+        self, db_field: Field, request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if db_field.name == "requirements":
+            kwargs["widget"] = forms.Textarea(attrs={"rows": 3, "cols": 80})
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view(self.import_view)
+        return [path("import/", view, name="generations_workflowtemplate_import"), *super().get_urls()]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload an API-format workflow, then confirm (and edit) the proposed fields."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Import a ComfyUI workflow",
+        }
+        template = "admin/generations/workflowtemplate/import.html"
+        if request.method == "POST" and "workflow" in request.POST:
+            try:
+                workflow = workflow_parse(request.POST["workflow"])
+            except WorkflowImportError as exc:
+                messages.error(request, str(exc))
+                return HttpResponseRedirect(request.path)
+            mapping = ImportMapping(workflow, data=request.POST)
+            created = mapping.save()
+            if created is None:
+                return TemplateResponse(request, template, {**context, "mapping": mapping})
+            self.log_addition(request, created, [{"added": {}}])
+            messages.success(request, f"Imported “{created}” with {len(created.param_spec)} fields.")
+            return HttpResponseRedirect(
+                reverse("admin:generations_workflowtemplate_change", args=[created.pk])
+            )
+        upload = UploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and upload.is_valid():
+            workflow = upload.cleaned_data["workflow"]
+            name = upload.cleaned_data["file"].name
+            mapping = ImportMapping(workflow, proposal=propose(workflow), filename=name)
+            return TemplateResponse(request, template, {**context, "mapping": mapping})
+        return TemplateResponse(request, template, {**context, "upload": upload})
 
 
 @admin.register(Round)

@@ -67,6 +67,7 @@ class Command(BaseCommand):
         try:
             env = self._environment(host, port)
             call_command("migrate", interactive=False, verbosity=0)
+            call_command("load_templates")
             self._print_logins()
             self._start(
                 "web",
