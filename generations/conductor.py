@@ -277,6 +277,14 @@ class Conductor:
             return "its job vanished from the queue (Redis lost its data?)"
         if status in RQ_GONE:
             return f"RQ reports its job {status.value} (the worker process died?)"
+        if (
+            status == JobStatus.QUEUED
+            and broker.queue(g.template.queue, self.redis).get_job_position(protocol.job_id(g.pk, g.attempt))
+            is None
+        ):
+            # Taken off the queue by a worker that died before starting it (RQ parks it in an
+            # intermediate list that only another worker's maintenance pass clears, minutes later).
+            return "a worker took its job and died before starting it"
         claimed = any(w.generation_id == g.pk and w.attempt == g.attempt for w in alive.values())
         if g.status == S.RUNNING and not claimed:
             worker = alive.get(g.worker)

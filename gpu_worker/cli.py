@@ -106,7 +106,9 @@ def run_worker(args: argparse.Namespace) -> int:
     connection = Redis.from_url(args.redis_url)
     worker = Worker(
         [Queue(name, connection=connection, serializer=JSONSerializer) for name in queues],
-        name=args.name,
+        # RQ's registration of a killed worker lingers for minutes and blocks its name; ours is
+        # the heartbeat's `args.name`, so RQ gets a per-process one.
+        name=f"{args.name}.{os.getpid()}",
         connection=connection,
         serializer=JSONSerializer,
         # The description holds the signed upload URL and the whole workflow: not for logs.

@@ -109,3 +109,10 @@ def test_a_standby_conductor_takes_over_when_the_leader_dies(redis_conn, setting
     assert leader.lead()  # renewing keeps it
     time.sleep(1.2)  # the leader stopped renewing: it died
     assert standby.lead() and not leader.lead()
+
+
+def test_it_redispatches_a_job_taken_by_a_worker_that_died_at_once(conductor, redis_conn, generation) -> None:
+    conductor.dispatch_once()
+    redis_conn.lmove("rq:queue:video", "rq:queue:video:intermediate")  # what a dequeue does first
+    conductor.reconcile_once(now=T0)
+    assert conductor.reconcile_once(now=T0 + 6) == 1
