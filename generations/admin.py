@@ -11,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from .importer import ImportMapping, UploadForm, WorkflowImportError, propose, workflow_parse
-from .models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
+from .models import Announcement, Generation, QuotaTopUp, Round, Take, WorkflowTemplate, Workshop
 
 
 @admin.register(WorkflowTemplate)
@@ -79,10 +79,10 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
-    list_display = ("title", "status", "quota", "circle_limit", "created_at", "opened_at")
-    list_filter = ("status", "templates")
+    list_display = ("title", "status", "quota", "circle_limit", "gallery_shared", "created_at", "opened_at")
+    list_filter = ("status", "gallery_shared", "templates")
     search_fields = ("title", "brief")
-    filter_horizontal = ("templates",)
+    filter_horizontal = ("templates", "filmmakers")
 
 
 class TakeInline(admin.TabularInline):
@@ -127,3 +127,17 @@ class QuotaTopUpAdmin(admin.ModelAdmin):
     list_filter = ("round",)
     search_fields = ("filmmaker__username",)
     list_select_related = ("filmmaker", "round", "granted_by")
+
+
+@admin.register(Workshop)
+class WorkshopAdmin(admin.ModelAdmin):
+    list_display = ("name", "date", "gpu_budget", "spotlight")
+    search_fields = ("name",)
+    raw_id_fields = ("spotlight",)
+
+
+@admin.register(Announcement)
+class AnnouncementAdmin(admin.ModelAdmin):
+    list_display = ("text", "active", "created_by", "created_at")
+    list_filter = ("active",)
+    search_fields = ("text",)

@@ -51,6 +51,44 @@ class WorkflowTemplate(models.Model):
             raise ValidationError({"param_spec": str(exc)}) from exc
 
 
+class Workshop(models.Model):
+    """The day itself: its name, date and GPU budget, and what the projector shows."""
+
+    name = models.CharField(max_length=160)
+    date = models.DateField(null=True, blank=True)
+    gpu_budget = models.DecimalField(
+        max_digits=10, decimal_places=2, default=0, help_text="In the billing currency"
+    )
+    spotlight = models.ForeignKey(
+        "Take", on_delete=models.SET_NULL, null=True, blank=True, related_name="+", help_text="On /screen"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Announcement(models.Model):
+    """A banner on every filmmaker's page until it is withdrawn."""
+
+    workshop = models.ForeignKey(Workshop, on_delete=models.CASCADE, related_name="announcements", null=True)
+    text = models.CharField(max_length=500)
+    active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
 class Round(models.Model):
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
@@ -64,6 +102,18 @@ class Round(models.Model):
     quota = models.PositiveIntegerField(default=15, help_text="Generations per filmmaker in this round")
     circle_limit = models.PositiveIntegerField(default=3, help_text="Circled takes per filmmaker")
     templates = models.ManyToManyField(WorkflowTemplate, related_name="rounds")
+    workshop = models.ForeignKey(
+        Workshop, on_delete=models.SET_NULL, null=True, blank=True, related_name="rounds"
+    )
+    gallery_shared = models.BooleanField(
+        default=False, help_text="Everyone sees the round's circled takes (always once it is closed)"
+    )
+    # Whom the round expects (empty: every active filmmaker); the burst reservation waits for them.
+    filmmakers = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="enrolled_rounds")
+    burst_opened_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last burst window opened"
+    )
+    burst_closed_at = models.DateTimeField(null=True, blank=True, help_text="When it was closed early")
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
 
@@ -173,6 +223,7 @@ class Take(models.Model):
     duration = models.FloatField(null=True, blank=True, help_text="Seconds")
     frame_count = models.PositiveIntegerField(null=True, blank=True)
     poster = models.FileField(upload_to=take_upload_to, max_length=300, blank=True)
+    thumbnail = models.FileField(upload_to=take_upload_to, max_length=300, blank=True)
     circled = models.BooleanField(default=False)
     note = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
