@@ -32,7 +32,7 @@ from rq.job import JobStatus
 
 from gpu_worker import protocol
 
-from . import broker, fleet, notify, services
+from . import broker, burst, fleet, notify, services
 from .models import Generation
 from .policy import Pending, plan
 
@@ -158,6 +158,10 @@ class Conductor:
             for q in queues
         }
 
+    def worker_count(self) -> int:
+        """Live workers that take jobs: the burst window shares them among expected filmmakers."""
+        return sum(1 for w in fleet.workers(self.redis) if w.state != "draining")
+
     def dispatch_once(self) -> int:
         """Send queued generations to RQ in policy order, as far as capacity allows."""
         queued = list(Generation.objects.filter(status=S.QUEUED).select_related("template"))
@@ -167,9 +171,9 @@ class Conductor:
             return 0
         in_flight, finished = load()
         by_id = {g.pk: g for g in queued}
-        chosen = plan(
-            pending_of(queued), in_flight, finished, self.capacity({g.template.queue for g in queued})
-        )
+        caps, closed = burst.caps_now(in_flight, finished, self.worker_count())
+        capacity = self.capacity({g.template.queue for g in queued})
+        chosen = plan(pending_of(queued), in_flight, finished, capacity, caps)
         sent = 0
         for p in chosen:
             generation = by_id[p.id]
@@ -198,7 +202,7 @@ class Conductor:
             log.info("dispatched generation %s attempt %s to %s", generation.pk, generation.attempt, p.queue)
             notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
         remaining = tuple(sorted(set(signature) - {p.id for p in chosen}))
-        if sent or remaining != self._queued_signature:
+        if sent or closed or remaining != self._queued_signature:
             # Positions and ETAs moved for everyone still waiting.
             for owner_id in {by_id[i].owner_id for i in remaining}:
                 notify.generation_changed(owner_id=owner_id, generation_id=0, queue=True)

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from . import fleet
+from . import burst, fleet
 from .models import Generation, WorkflowTemplate
-from .policy import positions
+from .policy import held, positions
 
 S = Generation.Status
 RECENT_RUNS = 20
@@ -29,6 +29,7 @@ class Estimate:
     start_in: float  # seconds from now
     done_in: float
     cold: bool  # no warm worker serves the queue: a cold start is included
+    held: bool = False  # a burst window keeps a GPU free for filmmakers who have not started
 
 
 def cost(params: dict[str, Any]) -> float:
@@ -68,11 +69,14 @@ def estimates(conn: redis.Redis, *, queued: list[Generation] | None = None) -> d
         Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related("template")
     )
     in_flight, finished = load()
-    order = positions(pending_of(waiting), in_flight, finished)
     try:
         workers = fleet.workers(conn)
     except redis.RedisError:
         workers = []
+    caps, _ = burst.caps_now(in_flight, finished, sum(w.state != "draining" for w in workers), close=False)
+    pending = pending_of(waiting)
+    order = positions(pending, in_flight, finished, caps)
+    holding = held(pending, in_flight, finished, caps) if caps else set()
     rates: dict[int, float | None] = {}
     now = timezone.now()
     by_queue: dict[str, list[Generation]] = {}
@@ -96,6 +100,8 @@ def estimates(conn: redis.Redis, *, queued: list[Generation] | None = None) -> d
             own = duration(g.template, g.params, rates)
             if wanted is None or g.pk in wanted:
                 start = cold + (busy + ahead) / lanes
-                result[g.pk] = Estimate(order[g.pk], start, start + own, cold=bool(cold))
+                result[g.pk] = Estimate(
+                    order[g.pk], start, start + own, cold=bool(cold), held=g.pk in holding
+                )
             ahead += own
     return result

@@ -16,9 +16,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .policy import Finished, InFlight, Pending
+from .policy import BurstWindow, Finished, InFlight, Pending, plan
 
-Policy = Callable[[Sequence[Pending], InFlight, Finished, Mapping[str, int]], list[Pending]]
+# `generations.policy.plan`'s signature. A policy that needs the clock sets `timed = True` and takes
+# `now=` as well; one that must be consulted at given times lists them in `wakeups`.
+Policy = Callable[..., list[Pending]]
 
 ARRIVE, FINISH, PASS = "arrive", "finish", "pass"
 
@@ -43,6 +45,8 @@ class Run:
     started: dict[int, float] = field(default_factory=dict)
     finished: dict[int, float] = field(default_factory=dict)
     passes: int = 0
+    # GPU-seconds during which a worker was idle while a job of its queue waited (what holding costs).
+    idle_with_work: float = 0.0
 
     def first_takes(self) -> dict[int, float]:
         """Owner -> seconds from their first submission to their first finished job."""
@@ -84,7 +88,10 @@ def simulate(
     seq = itertools.count()  # breaks ties between events at the same time: first pushed, first handled
     # (time, seq, kind, job id, worker); the job id and worker are -1 where they do not apply.
     events = [(job.submitted_at, next(seq), ARRIVE, job.id, -1) for job in jobs]
+    events += [(t, next(seq), PASS, -1, -1) for t in getattr(policy, "wakeups", ())]
     heapq.heapify(events)
+    timed = getattr(policy, "timed", False)
+    last = min((e[0] for e in events), default=0.0)
     # Idle workers per queue; a finished worker is warm. Warm ones are taken first: nobody should pay a
     # cold start that an idle warm worker avoids.
     cold = {queue: list(range(n)) for queue, n in workers.items()}
@@ -95,11 +102,17 @@ def simulate(
     pass_due = False
     while events:
         now, _, kind, job_id, worker = heapq.heappop(events)
+        waiting = Counter(p.queue for p in pending.values())
+        run.idle_with_work += (now - last) * sum(
+            min(len(warm[q]) + len(cold[q]), waiting[q]) for q in workers
+        )
+        last = now
         if kind == PASS:
             pass_due = False
             run.passes += 1
             capacity = {queue: len(warm[queue]) + len(cold[queue]) for queue in workers}
-            for chosen in policy(list(pending.values()), in_flight, finished, capacity):
+            args = (list(pending.values()), in_flight, finished, capacity)
+            for chosen in policy(*args, now=now) if timed else policy(*args):
                 job = by_id[chosen.id]
                 if chosen.id not in pending or not (warm.get(job.queue) or cold.get(job.queue)):
                     raise RuntimeError(f"policy chose job {chosen.id}: not pending, or no idle worker for it")
@@ -165,3 +178,57 @@ def burst(
         )
         for i, owner in enumerate(owners)
     ]
+
+
+@dataclass
+class Reserving:
+    """Fair share with a burst window: the conductor's policy after a round opens or "Go"."""
+
+    window: BurstWindow
+    workers: int
+    timed = True
+
+    @property
+    def wakeups(self) -> tuple[float, ...]:
+        # Held GPUs are used the moment the window closes.
+        return (self.window.opened_at + self.window.length,)
+
+    def __call__(
+        self,
+        pending: Sequence[Pending],
+        in_flight: InFlight,
+        finished: Finished,
+        capacity: Mapping[str, int],
+        *,
+        now: float,
+    ) -> list[Pending]:
+        cap = self.window.cap(now, in_flight, finished, self.workers)
+        caps = {self.window.round_id: cap} if cap is not None else {}
+        return plan(pending, in_flight, finished, capacity, caps)
+
+
+def spread(
+    filmmakers: int,
+    per_filmmaker: int,
+    *,
+    job_time: float,
+    jitter: float,
+    rng: random.Random,
+    over: float = 60.0,
+    between: float = 0.5,
+) -> list[Job]:
+    """After a demo, filmmakers read, type and press "generate" over `over` seconds: each one's first
+    press at a uniform time in that span, their next presses `between` seconds apart."""
+    starts = {owner: rng.uniform(0, over) for owner in range(1, filmmakers + 1)}
+    jobs: list[Job] = []
+    for owner, start in starts.items():
+        for k in range(per_filmmaker):
+            jobs.append(
+                Job(
+                    id=len(jobs) + 1,
+                    owner_id=owner,
+                    submitted_at=start + k * between,
+                    duration=job_time * rng.uniform(1 - jitter, 1 + jitter),
+                )
+            )
+    return jobs

@@ -151,6 +151,9 @@ MAX_ATTEMPTS = envint("MAX_ATTEMPTS", 3)
 LOST_GRACE_SECONDS = envint("LOST_GRACE_SECONDS", 10)
 # After a submission wakes it, the conductor waits this long for the rest of a burst.
 DISPATCH_DEBOUNCE_MS = envint("DISPATCH_DEBOUNCE_MS", 150)
+# After a round opens or the instructor presses "Go", GPUs wait this long at most for the
+# filmmakers who have not pressed "generate" yet (burst-aware reservation).
+BURST_WINDOW_SECONDS = envint("BURST_WINDOW_SECONDS", 120)
 # Jobs waiting in an RQ queue beyond what idle workers can start now.
 DISPATCH_PREFETCH = envint("DISPATCH_PREFETCH", 1)
 # A conductor that stops renewing its lock this long is replaced by a standby.
