@@ -128,6 +128,7 @@ def seed_demo() -> list[Login]:
             ),
             status=Round.Status.OPEN,
             opened_at=timezone.now(),
+            burst_opened_at=timezone.now(),  # opening a round opens its burst window
             quota=15,
             circle_limit=3,
         )
