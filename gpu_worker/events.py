@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ PROGRESS_PAUSE_AFTER_ERROR_S = 5.0
 
 
 class EventEmitter:
-    """Writes started/progress/succeeded/failed events, throttling progress at the source.
+    """Writes started/progress/preview/succeeded/failed/cancelled events, throttling progress at the source.
 
     Progress for one (generation, attempt) is sent at most once per ``min_interval`` seconds,
     except the final step or 100%, and the percent sent never moves backwards.
@@ -92,6 +93,27 @@ class EventEmitter:
         self._last_progress.pop((generation_id, attempt), None)
         fields = {"message": message, "detail": detail, "retriable": bool(retriable)}
         self._emit(protocol.FAILED, generation_id, attempt, fields, critical=True)
+
+    def cancelled(self, generation_id: int, attempt: int) -> None:
+        self._last_progress.pop((generation_id, attempt), None)
+        self._emit(protocol.CANCELLED, generation_id, attempt, {}, critical=True)
+
+    def preview(
+        self, generation_id: int, attempt: int, image: bytes, content_type: str, width: int, height: int
+    ) -> bool:
+        """Send one (already small) preview image; advisory like progress. The caller throttles."""
+        if len(image) > protocol.PREVIEW_MAX_BYTES or self.clock() < self._progress_paused_until:
+            return False
+        fields = {
+            "image": base64.b64encode(image).decode("ascii"),
+            "content_type": content_type,
+            "width": width,
+            "height": height,
+        }
+        if not self._emit(protocol.PREVIEW, generation_id, attempt, fields, critical=False):
+            self._progress_paused_until = self.clock() + PROGRESS_PAUSE_AFTER_ERROR_S
+            return False
+        return True
 
     def _emit(
         self, type_: str, generation_id: int, attempt: int, fields: dict[str, Any], *, critical: bool

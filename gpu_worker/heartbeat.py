@@ -21,6 +21,28 @@ WARMING, IDLE, BUSY, DRAINING = "warming", "idle", "busy", "draining"
 INTERVAL_S = float(os.environ.get("GPU_WORKER_HEARTBEAT_S") or protocol.HEARTBEAT_INTERVAL_S)
 
 
+def identity() -> dict[str, str]:
+    """What a worker says about itself besides its state: provider, price, billing granularity,
+    GPU and VRAM (through torch when it is installed), and the templates it can run."""
+    info = {
+        "provider": os.environ.get("GPU_WORKER_PROVIDER", "local"),
+        "price_per_hour": os.environ.get("GPU_WORKER_PRICE_PER_HOUR", "0"),
+        "billing_seconds": os.environ.get("GPU_WORKER_BILLING_SECONDS", "1"),
+        "templates": os.environ.get("GPU_WORKER_TEMPLATES", ""),
+        "gpu": "cpu",
+        "vram_gb": "",
+    }
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(0)
+            info["gpu"], info["vram_gb"] = props.name, f"{props.total_memory / 1024**3:.1f}"
+    except Exception:  # no torch here (a ComfyUI-only host): the GPU stays unnamed
+        info["gpu"] = "unknown"
+    return info
+
+
 def parse_job_id(job_id: str | None) -> tuple[str, str]:
     """("generation_id", "attempt") from an RQ job id made by ``protocol.job_id``; empty when idle."""
     if not job_id or not job_id.startswith("gen-") or "-a" not in job_id:
@@ -44,8 +66,10 @@ class Heartbeat:
         probe: Callable[[], tuple[str, str | None]],
         interval: float = INTERVAL_S,
         ttl: int = protocol.HEARTBEAT_TTL_S,
+        info: dict[str, str] | None = None,
     ) -> None:
         self.redis, self.name, self.queues, self.probe = redis, name, queues, probe
+        self.info = info or {}
         self.interval, self.ttl = interval, ttl
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,6 +79,7 @@ class Heartbeat:
         generation_id, attempt = parse_job_id(job_id)
         key = protocol.worker_key(self.name)
         fields = {
+            **self.info,
             "name": self.name,
             "state": state,
             "queues": ",".join(self.queues),

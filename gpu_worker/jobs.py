@@ -9,15 +9,18 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from gpu_worker import protocol
-from gpu_worker.backends import Backend, JobContext, JobError, JobSpec, get_backend
+from gpu_worker.backends import Backend, JobCancelled, JobContext, JobError, JobSpec, get_backend
 from gpu_worker.events import EventEmitter
+from gpu_worker.previews import PreviewForwarder
 from gpu_worker.upload import upload_file
 
 log = logging.getLogger(__name__)
@@ -45,21 +48,40 @@ def default_worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def backend_options(name: str, *, synthetic_frame_delay: float = 0.0) -> dict[str, Any]:
-    return {"frame_delay": synthetic_frame_delay} if name == "synthetic" else {}
+def backend_options(
+    name: str,
+    *,
+    synthetic_frame_delay: float = 0.0,
+    comfyui_url: str | None = None,
+    worker_name: str | None = None,
+) -> dict[str, Any]:
+    if name == "synthetic":
+        return {"frame_delay": synthetic_frame_delay}
+    if name == "comfyui":
+        from gpu_worker.comfy import DEFAULT_URL
+
+        # One ComfyUI client id per worker: ComfyUI routes a prompt's messages by it.
+        client_id = f"workshop-{worker_name or default_worker_name()}"
+        return {"url": comfyui_url or DEFAULT_URL, "client_id": client_id}
+    return {}
 
 
 def config_from_env() -> WorkerConfig:
     """The configuration a plain ``rq worker`` gets, from the same variables as the CLI."""
     backend_name = os.environ.get("GPU_WORKER_BACKEND", DEFAULT_BACKEND)
     delay = float(os.environ.get("SYNTHETIC_FRAME_DELAY", "0") or 0)
+    # RQ names its work-horse's worker in RQ_WORKER_ID; the pid alone would change per job.
+    worker_name = os.environ.get("GPU_WORKER_NAME") or os.environ.get("RQ_WORKER_ID") or default_worker_name()
+    options = backend_options(
+        backend_name,
+        synthetic_frame_delay=delay,
+        comfyui_url=os.environ.get("COMFYUI_URL"),
+        worker_name=worker_name,
+    )
     return WorkerConfig(
         redis_url=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
-        backend=get_backend(backend_name, **backend_options(backend_name, synthetic_frame_delay=delay)),
-        # RQ names its work-horse's worker in RQ_WORKER_ID; the pid alone would change per job.
-        worker_name=os.environ.get("GPU_WORKER_NAME")
-        or os.environ.get("RQ_WORKER_ID")
-        or default_worker_name(),
+        backend=get_backend(backend_name, **options),
+        worker_name=worker_name,
         events_stream=os.environ.get("EVENTS_STREAM", protocol.EVENTS_STREAM),
     )
 
@@ -77,6 +99,38 @@ def current_config() -> WorkerConfig:
     return _config
 
 
+class CancelWatch:
+    """Whether the web app cancelled this attempt: its Redis key, read at most every ``interval``.
+
+    Once seen, a cancel stays seen. A Redis error reads as "not cancelled": the cancel is
+    noticed on a later poll, and a render is not failed over an advisory check."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        generation_id: int,
+        attempt: int,
+        *,
+        interval: float = protocol.CANCEL_POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis, self.key = redis, protocol.cancel_key(generation_id, attempt)
+        self.interval, self.clock = interval, clock
+        self._checked = float("-inf")
+        self._cancelled = False
+
+    def __call__(self) -> bool:
+        now = self.clock()
+        if self._cancelled or now - self._checked < self.interval:
+            return self._cancelled
+        self._checked = now
+        try:
+            self._cancelled = bool(self.redis.exists(self.key))
+        except RedisError:
+            log.warning("could not read the cancel flag %s", self.key)
+        return self._cancelled
+
+
 def run_generation(
     *,
     generation_id: int,
@@ -87,10 +141,13 @@ def run_generation(
     upload_url: str,
     timeout: int | None = None,
 ) -> dict[str, Any]:
-    """Run one generation attempt: started, progress..., then succeeded or failed.
+    """Run one generation attempt: started, progress (and previews)..., then succeeded, failed
+    or cancelled.
 
-    A ``JobError`` is an expected failure: it is reported and the RQ job ends normally.
-    Anything else is reported as an internal error and re-raised so RQ records it too.
+    A ``JobError`` is an expected failure: it is reported and the RQ job ends normally; so is a
+    cancel (the backend stops, nothing is uploaded). ``timeout`` (seconds) is the template's limit:
+    past it the backend stops and the attempt fails as retriable. Anything else is reported as an
+    internal error and re-raised so RQ records it too.
     """
     config = current_config()
     # A connection per job: the work-horse is a fresh fork and must not share the parent's sockets.
@@ -100,7 +157,10 @@ def run_generation(
     label = f"generation {generation_id} attempt {attempt} ({template})"
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"gpu-worker-g{generation_id}-a{attempt}-"))
+    cancelled = CancelWatch(redis, generation_id, attempt)
     try:
+        if cancelled():
+            return _report_cancelled(events, job, label, "before it started")
         log.info("%s: started on %s", label, config.backend.name)
         events.started(generation_id, attempt)
         ctx = JobContext(
@@ -108,14 +168,30 @@ def run_generation(
             on_progress=lambda percent, step, steps, message: events.progress(
                 generation_id, attempt, percent, step, steps, message
             ),
+            on_preview=PreviewForwarder(
+                lambda image, content_type, width, height: events.preview(
+                    generation_id, attempt, image, content_type, width, height
+                )
+            ),
+            is_cancelled=cancelled,
+            timeout=timeout,
+            deadline=started + timeout if timeout else None,
         )
-        outputs = config.backend.run(job, ctx)
+        try:
+            outputs = config.backend.run(job, ctx)
+        except JobError:
+            # A cancel often surfaces as a failure on the way out (an interrupted node...).
+            if cancelled():
+                raise JobCancelled() from None
+            raise
         if not outputs:
             raise JobError(
                 "The workflow produced no output.", f"backend {config.backend.name} returned no outputs"
             )
         ctx.progress(UPLOADING_PERCENT, message="Uploading the result")
         for output in outputs:
+            if cancelled():
+                raise JobCancelled()
             upload_file(
                 upload_url,
                 output.path,
@@ -128,6 +204,8 @@ def run_generation(
         events.succeeded(generation_id, attempt, filenames)
         log.info("%s: succeeded in %.1fs: %s", label, time.monotonic() - started, ", ".join(filenames))
         return {"status": "succeeded", "outputs": filenames}
+    except JobCancelled:
+        return _report_cancelled(events, job, label, f"after {time.monotonic() - started:.1f}s")
     except JobError as exc:
         log.info("%s: failed in %.1fs: %s", label, time.monotonic() - started, exc.message)
         events.failed(generation_id, attempt, exc.message, exc.detail, exc.retriable)
@@ -144,6 +222,12 @@ def run_generation(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         redis.close()
+
+
+def _report_cancelled(events: EventEmitter, job: JobSpec, label: str, when: str) -> dict[str, Any]:
+    log.info("%s: cancelled %s", label, when)
+    events.cancelled(job.generation_id, job.attempt)
+    return {"status": "cancelled"}
 
 
 def _is_timeout(exc: BaseException) -> bool:

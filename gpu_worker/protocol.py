@@ -22,6 +22,11 @@ object: ``{"type", "generation_id", "attempt", "worker", "ts", ...}`` plus, by t
     succeeded   outputs: [filenames uploaded, in order]
     failed      message (user-facing), detail (for admins), retriable (bool)
     cancelled   -  (the worker stopped the attempt because it was asked to)
+    preview     image (base64 of a small JPEG or PNG, at most PREVIEW_MAX_BYTES before
+                encoding, at most PREVIEW_MAX_SIDE pixels a side), content_type
+                ("image/jpeg" or "image/png"), width, height; at most one every
+                PREVIEW_MIN_INTERVAL_S per attempt, advisory (may be dropped), never
+                terminal: show the latest one on the job card while it renders
 
 Cancel: the web app sets ``cancel_key(generation_id, attempt)`` (any value, with a TTL)
 and publishes ``{"generation_id", "attempt"}`` as JSON on ``CANCEL_CHANNEL``. A running
@@ -30,7 +35,8 @@ targeted interrupt), uploads nothing, and emits ``cancelled``.
 
 Heartbeat: every worker process writes the hash ``worker_key(name)`` every
 HEARTBEAT_INTERVAL_S with fields ``name, state (warming|idle|busy|draining), queues
-(comma-separated), generation_id, attempt (empty when idle), ts`` and a TTL of
+(comma-separated), generation_id, attempt (empty when idle), ts`` (and, when known,
+``provider, price_per_hour, billing_seconds, gpu, vram_gb, templates``) and a TTL of
 HEARTBEAT_TTL_S, and adds its name to the set ``WORKERS_SET``.
 """
 
@@ -46,6 +52,7 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
 EVENT_TYPES = (STARTED, PROGRESS, SUCCEEDED, FAILED, CANCELLED)
+PREVIEW = "preview"
 
 CANCEL_CHANNEL = "workshop:cancel"
 CANCEL_POLL_S = 0.5
@@ -58,6 +65,12 @@ HEARTBEAT_TTL_S = 60
 # Workers throttle progress at the source: channel layers drop messages when a
 # consumer falls behind, and one event per frame would flood twenty pages.
 PROGRESS_MIN_INTERVAL_S = 0.25
+
+# Previews are advisory and bulky: two a second at most, small enough that a stream of
+# 100,000 entries stays affordable (most previews are 5-20 KB; this is the hard cap).
+PREVIEW_MIN_INTERVAL_S = 0.5
+PREVIEW_MAX_BYTES = 64 * 1024
+PREVIEW_MAX_SIDE = 320
 
 # Header a worker sends with every upload so the web app can log who sent it.
 WORKER_HEADER = "X-Workshop-Worker"

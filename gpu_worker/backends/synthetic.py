@@ -15,12 +15,20 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpu_worker.backends import JobContext, JobError, JobSpec, Output, ProgressCallback
+from gpu_worker.backends import (
+    JobCancelled,
+    JobContext,
+    JobError,
+    JobSpec,
+    Output,
+    ProgressCallback,
+    timeout_error,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -198,8 +206,11 @@ def render(
     frame_delay: float = 0.0,
     device: str | None = None,
     codec: Codec | None = None,
+    check: Callable[[], None] | None = None,
 ) -> RenderResult:
-    """Render and encode ``params.frames`` frames to ``path``, reporting progress per frame."""
+    """Render and encode ``params.frames`` frames to ``path``, reporting progress per frame.
+
+    ``check`` runs before each frame and may raise to stop (a cancel, a deadline)."""
     import av
     import torch
     from av.video.reformatter import Colorspace
@@ -220,6 +231,8 @@ def render(
             cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709
             cc.color_range = 1  # limited ("TV") range, what swscale produces
             for i in range(params.frames):
+                if check is not None:
+                    check()
                 rgb = av.VideoFrame.from_ndarray(scene.frame(i / params.fps).numpy(), format="rgb24")
                 frame = rgb.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
                 frame.pts = i
@@ -267,7 +280,20 @@ class SyntheticBackend:
         codec = pick_codec()
         filename = output_filename(job, codec)
         path = ctx.workdir / filename
+
+        def check() -> None:
+            if ctx.cancelled():
+                raise JobCancelled()
+            if ctx.expired():
+                raise timeout_error(ctx.timeout)
+
         render(
-            params, path, progress=ctx.progress, frame_delay=self.frame_delay, device=self.device, codec=codec
+            params,
+            path,
+            progress=ctx.progress,
+            frame_delay=self.frame_delay,
+            device=self.device,
+            codec=codec,
+            check=check,
         )
         return [Output(path=path, filename=filename, content_type=codec.content_type)]

@@ -4,6 +4,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,10 @@ from uuid import uuid4
 import pytest
 from redis import Redis
 from redis.exceptions import RedisError
+
+from gpu_worker.backends import JobContext
+
+from .fake_comfyui import FakeComfyUI
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,3 +130,38 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def comfy() -> Iterator[FakeComfyUI]:
+    """A fake ComfyUI replaying the recorded traces, on its own port, fresh for each test.
+
+    Recorded gaps are played at a third of their length: the order is what the tests rely on."""
+    fake = FakeComfyUI(scale=0.3).start()
+    yield fake
+    fake.stop()
+
+
+@dataclass
+class Sinks:
+    """What a backend reported through its JobContext."""
+
+    progress: list[tuple[float, int | None, int | None, str]] = field(default_factory=list)
+    previews: list[tuple[bytes, str]] = field(default_factory=list)
+    cancel_when: Callable[[Sinks], bool] = lambda sinks: False
+    cancelled_at: float | None = None
+
+    def is_cancelled(self) -> bool:
+        if self.cancelled_at is None and self.cancel_when(self):
+            self.cancelled_at = time.monotonic()
+        return self.cancelled_at is not None
+
+    def context(self, workdir: Path, timeout: float | None = None) -> JobContext:
+        return JobContext(
+            workdir=workdir,
+            on_progress=lambda *args: self.progress.append(args),
+            on_preview=lambda image, content_type: self.previews.append((image, content_type)),
+            is_cancelled=self.is_cancelled,
+            timeout=timeout,
+            deadline=time.monotonic() + timeout if timeout else None,
+        )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import Any
@@ -144,3 +145,26 @@ def test_it_raises_when_a_final_event_cannot_be_written(dead_redis: Redis, strea
     emitter = EventEmitter(dead_redis, stream=stream, worker="gpu-test-1", retry_delays=(0, 0))
     with pytest.raises(RedisConnectionError):
         emitter.failed(7, 2, "Out of memory.")
+
+
+def test_it_writes_cancelled(emitter: EventEmitter, read_events: Events) -> None:
+    emitter.cancelled(7, 2)
+    [event] = read_events()
+    assert (event["type"], event["generation_id"], event["attempt"]) == (protocol.CANCELLED, 7, 2)
+
+
+def test_it_writes_a_preview_as_base64(emitter: EventEmitter, read_events: Events) -> None:
+    assert emitter.preview(7, 2, b"\xff\xd8jpeg", "image/jpeg", 32, 24)
+    [event] = read_events()
+    assert (event["type"], event["content_type"], event["width"], event["height"]) == (
+        protocol.PREVIEW,
+        "image/jpeg",
+        32,
+        24,
+    )
+    assert base64.b64decode(event["image"]) == b"\xff\xd8jpeg"
+
+
+def test_it_refuses_a_preview_over_the_size_cap(emitter: EventEmitter, read_events: Events) -> None:
+    assert not emitter.preview(7, 2, b"x" * (protocol.PREVIEW_MAX_BYTES + 1), "image/jpeg", 1, 1)
+    assert read_events() == []

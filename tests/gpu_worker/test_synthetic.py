@@ -152,3 +152,48 @@ def test_it_explains_bad_params_on_the_command_line(
     proc = subprocess.run(command, cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "Parameter width must be even, got 63." in proc.stderr
+
+
+STOP_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from gpu_worker.backends import JobCancelled, JobContext, JobError, JobSpec
+from gpu_worker.backends.synthetic import SyntheticBackend
+
+job = JobSpec(1, 1, "t", {}, json.loads(sys.argv[1]))
+steps = []
+ctx = JobContext(
+    Path(sys.argv[2]), on_progress=lambda *a: steps.append(a[1]), is_cancelled=lambda: len(steps) >= 3
+)
+result = {}
+try:
+    SyntheticBackend().run(job, ctx)
+except JobCancelled:
+    result["cancelled_after"] = len(steps)
+try:
+    SyntheticBackend().run(job, JobContext(Path(sys.argv[2]), timeout=5, deadline=time.monotonic() - 1))
+except JobError as exc:
+    result["timeout"] = [exc.message, exc.retriable]
+print(json.dumps(result))
+"""
+
+
+def test_it_stops_between_frames_on_cancel_and_deadline(
+    worker_python: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    params = json.dumps({**VALID, "frames": 50})
+    proc = subprocess.run(
+        [worker_python, "-c", STOP_SCRIPT, params, str(tmp_path)],
+        cwd=ROOT,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["cancelled_after"] == 3
+    assert result["timeout"] == [
+        "The generation took longer than its time limit (5 s) and was stopped; you can retry.",
+        True,
+    ]

@@ -1,0 +1,135 @@
+"""Taking jobs only while the backend can run them: warming up, and launching ComfyUI.
+
+``Gate.wait`` blocks (reporting "warming") until ``backend.check()`` passes, retrying with
+backoff; with a launch command it starts ComfyUI itself (again, if it exits) and waits for it.
+``GatedWorker`` asks the gate before every dequeue, so a worker whose ComfyUI died mid-job goes
+back to warming up before it takes the next job. While idle it re-asks every ``recheck`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from rq import Worker
+
+from gpu_worker.backends import Backend, BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
+RECHECK_S = 5
+
+
+class Launcher:
+    """Runs the configured command (``--comfyui-command``) in its own process group."""
+
+    def __init__(self, command: str, log_path: Path | None = None) -> None:
+        self.argv = shlex.split(command)
+        if not self.argv:
+            raise ValueError("the ComfyUI command is empty")
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def ensure_running(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            return
+        if self.process is not None:
+            log.warning("ComfyUI exited with status %s; starting it again", self.process.returncode)
+        if self._log is None and self.log_path is not None:
+            self._log = self.log_path.open("ab")
+        log.info("starting ComfyUI: %s", shlex.join(self.argv))
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class Gate:
+    """Whether jobs may be taken now; ``warming`` is what the heartbeat reports meanwhile."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        launcher: Launcher | None = None,
+        backoff: tuple[float, ...] = BACKOFF_S,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
+        self.backend, self.launcher, self.backoff, self.sleep = backend, launcher, backoff, sleep
+        self.warming = True
+        self._problem = ""
+
+    def ready(self) -> bool:
+        try:
+            self.backend.check()
+        except BackendUnavailable as exc:
+            if not self.warming:
+                log.warning("backend %s became unavailable; warming up: %s", self.backend.name, exc)
+            self.warming = True
+            self._problem = str(exc)
+            return False
+        if self.warming:
+            log.info("backend %s is ready", self.backend.name)
+        self.warming = False
+        return True
+
+    def wait(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """Block until the backend is ready (True) or ``should_stop()`` (False)."""
+        attempt = 0
+        while not should_stop():
+            if self.ready():
+                return True
+            if self.launcher is not None:
+                self.launcher.ensure_running()
+            delay = self.backoff[min(attempt, len(self.backoff) - 1)]
+            if attempt == 0:
+                log.warning(
+                    "warming up: %s (retrying with backoff up to %.0f s)", self._problem, self.backoff[-1]
+                )
+            attempt += 1
+            self.sleep(delay)
+        return False
+
+
+class GatedWorker(Worker):
+    """An RQ worker that dequeues only while its ``gate`` says the backend is ready."""
+
+    gate: Gate
+    recheck: int = RECHECK_S
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        while True:
+            if not self.gate.wait(lambda: bool(self._stop_requested)):
+                return None  # asked to stop while warming: the work loop ends
+            if timeout is None:  # burst: one look at the queues
+                return super().dequeue_job_and_maintain_ttl(None, max_idle_time)
+            # Listen in short slices (RQ returns None once a slice passes idle), re-checking the
+            # backend between them: a ComfyUI that died while we were idle is noticed here.
+            result = super().dequeue_job_and_maintain_ttl(self.recheck, max_idle_time=self.recheck)
+            if result is not None or self._stop_requested:
+                return result
