@@ -11,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
 from .importer import ImportMapping, UploadForm, WorkflowImportError, propose, workflow_parse
-from .models import Announcement, Generation, QuotaTopUp, Round, Take, WorkflowTemplate, Workshop
+from .models import Announcement, Generation, QuotaTopUp, Round, Take, Worker, WorkflowTemplate, Workshop
 
 
 @admin.register(WorkflowTemplate)
@@ -141,3 +141,26 @@ class AnnouncementAdmin(admin.ModelAdmin):
     list_display = ("text", "active", "created_by", "created_at")
     list_filter = ("active",)
     search_fields = ("text",)
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "provider",
+        "gpu",
+        "state",
+        "current_generation",
+        "price_per_hour",
+        "last_seen",
+        "spend",
+    )
+    list_filter = ("provider", "state", "gpu")
+    search_fields = ("name", "gpu")
+    readonly_fields = ("first_seen", "last_seen", "online_seconds", "busy_seconds")
+
+    @admin.display(description="Spend so far")
+    def spend(self, obj: Worker) -> str:
+        from .costs import worker_spend
+
+        return f"{worker_spend(obj):.2f}"

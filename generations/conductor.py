@@ -33,7 +33,8 @@ from rq.job import JobStatus
 from gpu_worker import protocol
 
 from . import broker, burst, fleet, notify, services
-from .models import Generation
+from .autoscale import Autoscaler
+from .models import Generation, Round
 from .policy import Pending, plan
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ class Conductor:
         self._last_reconcile = 0.0
         self._queued_signature: tuple[int, ...] = ()
         self._woken_at: float | None = None
+        self.autoscaler = Autoscaler()
         self._ensure_group()
 
     # --- setup --------------------------------------------------------------------------
@@ -164,7 +166,12 @@ class Conductor:
 
     def dispatch_once(self) -> int:
         """Send queued generations to RQ in policy order, as far as capacity allows."""
-        queued = list(Generation.objects.filter(status=S.QUEUED).select_related("template"))
+        # A paused round's queue waits (its running jobs finish); a closed round's was cancelled.
+        queued = list(
+            Generation.objects.filter(status=S.QUEUED, round__status=Round.Status.OPEN).select_related(
+                "template"
+            )
+        )
         signature = tuple(sorted(g.pk for g in queued))
         if not queued:
             self._queued_signature = signature
@@ -244,6 +251,23 @@ class Conductor:
             return
         if event.get("type") == WAKE and self._woken_at is None:
             self._woken_at = time.monotonic()
+        if event.get("type") == protocol.PREVIEW:
+            # Images are bulky: keep the latest per job in its own key and drop the entry now.
+            stored = broker.preview_store(event, self.redis)
+            self.redis.xack(self.stream, GROUP, entry_id)
+            self.redis.xdel(self.stream, entry_id)
+            owner = (
+                Generation.objects.filter(
+                    pk=event.get("generation_id"), attempt=event.get("attempt"), status=S.RUNNING
+                )
+                .values_list("owner_id", flat=True)
+                .first()
+                if stored
+                else None
+            )
+            if owner is not None:
+                notify.generation_changed(owner_id=owner, generation_id=int(event["generation_id"]))
+            return
         applied = None if event.get("type") == WAKE else services.event_apply(event)
         # Acknowledge only after the database has it: a crash before this line replays the event.
         self.redis.xack(self.stream, GROUP, entry_id)
@@ -315,6 +339,8 @@ class Conductor:
         if time.monotonic() - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = time.monotonic()
             self.reconcile_once()
+            fleet.sync(self.redis)
+            self.autoscaler.publish(self.redis, settings.RQ_QUEUE_NAMES)
 
     def run(self, stop: threading.Event, *, block_ms: int = 500) -> None:
         log.info("conductor %s, stream %s", self.identity, self.stream)

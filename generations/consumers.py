@@ -10,14 +10,15 @@ from channels.generic.websocket import WebsocketConsumer
 from django.http import Http404
 from django.template.loader import render_to_string
 
-from . import selectors
-from .notify import user_group
+from . import instructor, selectors
+from .notify import ANNOUNCEMENTS_GROUP, round_group, user_group
 
 PAGE = "generations/round.html"
 
 
 class RoundConsumer(WebsocketConsumer):
-    """One filmmaker's view of one round: their queue and their takes."""
+    """One filmmaker's view of one round: their queue and their takes, the round's state (it
+    follows the instructor's open/pause/close) and the announcements."""
 
     def connect(self) -> None:
         user = self.scope.get("user")
@@ -30,15 +31,16 @@ class RoundConsumer(WebsocketConsumer):
             self.close(code=4404)
             return
         self.user = user
-        self.group = user_group(user.pk)
-        async_to_sync(self.channel_layer.group_add)(self.group, self.channel_name)
+        self.groups_joined = [user_group(user.pk), round_group(self.round.pk), ANNOUNCEMENTS_GROUP]
+        for group in self.groups_joined:
+            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
         self.accept()
         # A reconnect may have missed messages: send everything as it is now.
-        self.send_state(queue=True, takes=True)
+        self.send_state(queue=True, takes=True, head=True)
 
     def disconnect(self, code: int) -> None:
-        if hasattr(self, "group"):
-            async_to_sync(self.channel_layer.group_discard)(self.group, self.channel_name)
+        for group in getattr(self, "groups_joined", []):
+            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on; ignore it."""
@@ -56,19 +58,38 @@ class RoundConsumer(WebsocketConsumer):
         if event.get("queue"):
             self.send_state(queue=True, takes=not generation.is_active)
             return
-        html = render_to_string(f"{PAGE}#job-card", {"g": generation})
+        html = render_to_string(f"{PAGE}#job-card", {"g": selectors.with_previews([generation])[0]})
         if not generation.is_active:
             html += self._takes_html()
         self.send(text_data=html)
 
-    def send_state(self, *, queue: bool, takes: bool) -> None:
-        parts = []
+    def round_changed(self, event: dict[str, Any]) -> None:
+        try:
+            self.round = selectors.round_for_user(self.user, self.round.pk)
+        except Http404:
+            return
+        self.send(text_data=self._head_html())
+
+    def announcements_changed(self, event: dict[str, Any]) -> None:
+        self.send(text_data=self._banner_html())
+
+    def send_state(self, *, queue: bool, takes: bool, head: bool = False) -> None:
+        parts = [self._head_html(), self._banner_html()] if head else []
         if queue:
             context = selectors.queue_context(self.user, self.round)
             parts.append(render_to_string(f"{PAGE}#my-queue", context))
         if takes:
             parts.append(self._takes_html())
         self.send(text_data="".join(parts))
+
+    def _head_html(self) -> str:
+        """The round's title, state and brief, and the submit button that follows its state."""
+        context = {"round": self.round, "brief_images": instructor.brief_images(self.round)}
+        head = render_to_string(f"{PAGE}#round-head", context)
+        return head + render_to_string(f"{PAGE}#submit-state", context)
+
+    def _banner_html(self) -> str:
+        return render_to_string(f"{PAGE}#announcements", {"announcements": instructor.announcements_active()})
 
     def _takes_html(self) -> str:
         return render_to_string(f"{PAGE}#my-takes", {"takes": selectors.takes_of(self.user, self.round)})

@@ -20,6 +20,12 @@ class WorkerInfo:
     generation_id: int | None
     attempt: int | None
     ts: float
+    provider: str = ""
+    price_per_hour: float = 0.0
+    billing_seconds: int = 1
+    gpu: str = ""
+    vram_gb: float | None = None
+    templates: str = ""
 
     def age(self, now: float | None = None) -> float:
         return (now or time.time()) - self.ts
@@ -38,6 +44,12 @@ def _decode(raw: dict[bytes, bytes]) -> WorkerInfo | None:
             generation_id=int(f["generation_id"]) if f.get("generation_id") else None,
             attempt=int(f["attempt"]) if f.get("attempt") else None,
             ts=float(f["ts"]),
+            provider=f.get("provider", ""),
+            price_per_hour=float(f.get("price_per_hour") or 0),
+            billing_seconds=max(int(float(f.get("billing_seconds") or 1)), 1),
+            gpu=f.get("gpu", ""),
+            vram_gb=float(f["vram_gb"]) if f.get("vram_gb") else None,
+            templates=f.get("templates", ""),
         )
     except (KeyError, ValueError):
         return None
@@ -62,4 +74,48 @@ def workers(conn: redis.Redis, *, max_age: float | None = None) -> list[WorkerIn
             alive.append(info)
     if gone:
         conn.srem(protocol.WORKERS_SET, *gone)
+    return alive
+
+
+def sync(conn: redis.Redis) -> list[WorkerInfo]:
+    """Record what the heartbeats say in the Worker table: identity, state, and online and busy
+    time (the gap since the last sync, when the worker was seen then too). Returns the live ones."""
+    from django.utils import timezone
+
+    from .models import Generation, Worker
+
+    now = timezone.now()
+    alive = workers(conn)
+    gap_limit = float(settings.WORKER_LOST_AFTER)
+    for w in alive:
+        row = Worker.objects.filter(name=w.name).first()
+        current = (
+            Generation.objects.filter(pk=w.generation_id).values_list("pk", flat=True).first()
+            if w.generation_id
+            else None
+        )
+        fields = {
+            "provider": w.provider,
+            "price_per_hour": w.price_per_hour,
+            "billing_seconds": w.billing_seconds,
+            "gpu": w.gpu,
+            "vram_gb": w.vram_gb,
+            "queues": ",".join(w.queues),
+            "templates": w.templates,
+            "state": w.state,
+            "current_generation_id": current,
+            "last_seen": now,
+        }
+        if row is None:
+            Worker.objects.create(name=w.name, first_seen=now, **fields)
+            continue
+        gap = (now - row.last_seen).total_seconds()
+        online = gap if gap <= gap_limit else 0.0  # a longer silence was time offline
+        Worker.objects.filter(pk=row.pk).update(
+            online_seconds=row.online_seconds + online,
+            busy_seconds=row.busy_seconds + (online if w.state == "busy" else 0.0),
+            **fields,
+        )
+    names = [w.name for w in alive]
+    Worker.objects.exclude(name__in=names).exclude(state="gone").update(state="gone", current_generation=None)
     return alive

@@ -12,6 +12,7 @@ import av
 log = logging.getLogger(__name__)
 
 POSTER_MAX_WIDTH = 640
+THUMBNAIL_MAX_WIDTH = 480
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,31 @@ def probe(path: Path, content_type: str) -> MediaInfo:
     except (av.FFmpegError, StopIteration, ValueError) as exc:
         log.warning("could not probe %s: %s", path.name, exc)
         return MediaInfo()
+
+
+def _jpeg(frame: av.VideoFrame, max_width: int) -> bytes:
+    width = min(frame.width, max_width)
+    height = max(2, round(frame.height * width / frame.width))
+    # 4:2:0 JPEG wants even dimensions.
+    width, height = max(2, width - width % 2), height - height % 2
+    yuv = frame.reformat(width=width, height=height, format="yuvj420p")
+    codec = av.CodecContext.create("mjpeg", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuvj420p"
+    codec.time_base = Fraction(1, 1)
+    return b"".join(bytes(p) for p in [*codec.encode(yuv), *codec.encode(None)])
+
+
+def thumbnail(path: Path, content_type: str) -> bytes | None:
+    """A small JPEG of the first frame, for the gallery's grid (videos and images alike);
+    None for anything PyAV cannot decode."""
+    if not content_type.startswith(("video/", "image/")):
+        return None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            first = next(container.decode(container.streams.video[0]), None)
+            return _jpeg(first, THUMBNAIL_MAX_WIDTH) if first is not None else None
+    except (av.FFmpegError, ValueError) as exc:
+        log.warning("could not make a thumbnail of %s: %s", path.name, exc)
+        return None

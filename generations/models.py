@@ -197,6 +197,37 @@ class QuotaTopUp(models.Model):
         return f"+{self.amount} for {self.filmmaker} in {self.round}"
 
 
+class Worker(models.Model):
+    """A GPU worker as its heartbeats describe it, kept after it leaves so spend adds up."""
+
+    name = models.CharField(max_length=120, unique=True)
+    provider = models.CharField(
+        max_length=40, blank=True, help_text="verda-instance, runpod-serverless, local..."
+    )
+    price_per_hour = models.DecimalField(max_digits=8, decimal_places=4, default=0)
+    billing_seconds = models.PositiveIntegerField(default=1, help_text="Billing granularity")
+    gpu = models.CharField(max_length=120, blank=True)
+    vram_gb = models.FloatField(null=True, blank=True)
+    queues = models.CharField(max_length=200, blank=True)
+    templates = models.CharField(
+        max_length=500, blank=True, help_text="Template slugs it can run (blank: any)"
+    )
+    state = models.CharField(max_length=12, blank=True)
+    current_generation = models.ForeignKey(
+        Generation, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    online_seconds = models.FloatField(default=0, help_text="Sum of the heartbeat intervals seen")
+    busy_seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 def take_upload_to(instance: Take, filename: str) -> str:
     name = PurePosixPath(filename).name
     return f"takes/r{instance.generation.round_id}/g{instance.generation_id}/a{instance.attempt}/{name}"

@@ -101,7 +101,8 @@ def quota_for(user: User, rnd: Round) -> Quota:
 
 
 def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
-    """Attach `estimate` (position and ETA, or None) to each generation for its job card."""
+    """Attach `estimate` (position and ETA, or None) to each generation for its job card, and
+    `preview_ts` to running ones that have a preview frame."""
     from . import broker, eta
 
     items = list(generations)
@@ -109,7 +110,17 @@ def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
     found = eta.estimates(broker.connection(), queued=queued) if queued else {}
     for g in items:
         g.estimate = found.get(g.pk)  # type: ignore[attr-defined]
-    return items
+    return with_previews(items)
+
+
+def with_previews(generations: list[Generation]) -> list[Generation]:
+    from . import broker
+
+    running = [g for g in generations if g.status == Generation.Status.RUNNING]
+    found = broker.previews([(g.pk, g.attempt) for g in running])
+    for g in running:
+        g.preview_ts = found[g.pk]["ts"] if g.pk in found else None  # type: ignore[attr-defined]
+    return generations
 
 
 def queue_context(user: User, rnd: Round) -> dict[str, object]:

@@ -147,6 +147,8 @@ def _delete_takes(takes: Iterable[Take]) -> None:
         take.file.delete(save=False)
         if take.poster:
             take.poster.delete(save=False)
+        if take.thumbnail:
+            take.thumbnail.delete(save=False)
         take.delete()
 
 
@@ -371,6 +373,8 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
             tmp.write(chunk)
         tmp.flush()
         info = media.probe(Path(tmp.name), content_type)
+        # The gallery grid's small JPEG, made once here like the poster (a few ms).
+        thumb = media.thumbnail(Path(tmp.name), content_type)
         tmp.seek(0)
         with transaction.atomic():
             # Checked again under the row lock that cancel takes: a take never outlives a cancel.
@@ -388,6 +392,8 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
                 take.file.delete(save=False)
                 if take.poster:
                     take.poster.delete(save=False)
+                if take.thumbnail:
+                    take.thumbnail.delete(save=False)
             take.kind = _kind_for(content_type)
             take.content_type = content_type
             take.size = size
@@ -398,5 +404,7 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
                 take.poster.save(
                     f"{Path(filename).stem}-poster.png", ContentFile(info.poster_png), save=False
                 )
+            if thumb:
+                take.thumbnail.save(f"{Path(filename).stem}-thumb.jpg", ContentFile(thumb), save=False)
             take.save()
     return take

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -10,10 +11,10 @@ from django.template.loader import render_to_string
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import notify, selectors, services
+from . import broker, gallery, notify, selectors, services
 from .models import Round, WorkflowTemplate
 from .params import ParamsForm, parse_spec
-from .ranged import ranged_file_response
+from .ranged import stored_file_response
 
 PAGE = "generations/round.html"
 
@@ -33,7 +34,9 @@ def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, A
         "round": rnd,
         "templates": templates,
         "template_obj": chosen,
-        "form": extra.pop("form", None) or _form_for(chosen),
+        # A "Use these settings" link from the gallery fills the form (gallery.remix_url).
+        "form": extra.pop("form", None)
+        or _form_for(chosen, initial=gallery.remix_initial(request.GET, chosen)),
         "submit_token": uuid.uuid4(),
         "takes": selectors.takes_of(request.user, rnd),
         **selectors.queue_context(request.user, rnd),
@@ -133,18 +136,30 @@ def generation_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_GET
 def generation_card(request: HttpRequest, pk: int) -> HttpResponse:
-    generation = selectors.generation_for_user(request.user, pk)
+    generation = selectors.with_previews([selectors.generation_for_user(request.user, pk)])[0]
     return HttpResponse(render_to_string(f"{PAGE}#job-card", {"g": generation}, request=request))
+
+
+@login_required
+@require_GET
+def generation_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The latest preview frame of a running generation (kept in Redis while it renders)."""
+    generation = selectors.generation_for_user(request.user, pk)
+    found = broker.previews([(generation.pk, generation.attempt)]).get(generation.pk)
+    if not found:
+        return HttpResponse(status=404)
+    response = HttpResponse(base64.b64decode(str(found["image"])), content_type=str(found["content_type"]))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required
 @require_GET
 def take_file(request: HttpRequest, pk: int) -> HttpResponse:
     take = selectors.take_for_user(request.user, pk)
-    return ranged_file_response(
+    return stored_file_response(
         request,
-        take.file.open("rb"),
-        size=take.file.size,
+        take.file,
         content_type=take.content_type,
         filename=take.filename,
         attachment=request.GET.get("download") == "1",
@@ -157,13 +172,7 @@ def take_poster(request: HttpRequest, pk: int) -> HttpResponse:
     take = selectors.take_for_user(request.user, pk)
     if not take.poster:
         return HttpResponse(status=404)
-    return ranged_file_response(
-        request,
-        take.poster.open("rb"),
-        size=take.poster.size,
-        content_type="image/png",
-        filename="poster.png",
-    )
+    return stored_file_response(request, take.poster, content_type="image/png", filename="poster.png")
 
 
 @csrf_exempt  # Authenticated by the signed URL, not a session: workers have no cookies.

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpu_worker import protocol
+
+if TYPE_CHECKING:
+    from gpu_worker.heartbeat import Heartbeat
 
 log = logging.getLogger("gpu_worker")
 
@@ -21,6 +28,37 @@ def _env_float(name: str, default: float) -> float:
         return float(value) if value else default
     except ValueError:
         raise SystemExit(f"{name} must be a number, got {value!r}") from None
+
+
+def _at_least(
+    minimum: float, convert: Callable[[str], float] = float, maximum: float = math.inf
+) -> Callable[[str], float]:
+    """An argparse type: a finite number (whole when ``convert`` is int) within the bounds."""
+    kind = "a whole number" if convert is int else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not (math.isfinite(value) and minimum <= value <= maximum):
+            bounds = f"at least {minimum:g}" if maximum == math.inf else f"from {minimum:g} to {maximum:g}"
+            raise argparse.ArgumentTypeError(f"expected {kind} {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _provider(text: str) -> str:
+    from gpu_worker.heartbeat import PROVIDERS
+
+    if text not in PROVIDERS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(PROVIDERS)}; got {text!r}")
+    return text
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds slept per frame by the synthetic backend, to mimic GPU time",
     )
     run.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    _identity_arguments(run)
+    _serverless_arguments(run)
     _comfyui_arguments(run)
     run.add_argument(
         "--comfyui-command",
@@ -106,6 +146,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _identity_arguments(run: argparse.ArgumentParser) -> None:
+    # What the heartbeat says about this worker; string defaults go through `type` too, so a
+    # bad environment variable is refused just like a bad flag.
+    run.add_argument(
+        "--provider",
+        type=_provider,
+        default=os.environ.get("GPU_WORKER_PROVIDER") or "local",
+        help="verda-instance, verda-serverless, runpod-serverless, local or other "
+        "(env GPU_WORKER_PROVIDER; default: %(default)s)",
+    )
+    run.add_argument(
+        "--price-per-hour",
+        type=_at_least(0),
+        default=os.environ.get("GPU_WORKER_PRICE_PER_HOUR") or "0",
+        help="what this GPU costs per hour (env GPU_WORKER_PRICE_PER_HOUR; default: %(default)s)",
+    )
+    run.add_argument(
+        "--billing-seconds",
+        type=_at_least(1, int),
+        default=os.environ.get("GPU_WORKER_BILLING_SECONDS") or "1",
+        help="billing granularity: online time is rounded up to a multiple of it "
+        "(env GPU_WORKER_BILLING_SECONDS; default: %(default)s)",
+    )
+    run.add_argument(
+        "--templates",
+        type=_names,
+        default=os.environ.get("GPU_WORKER_TEMPLATES", ""),
+        help="comma-separated slugs of the templates this worker can run; empty: not stated "
+        "(env GPU_WORKER_TEMPLATES)",
+    )
+
+
+def _serverless_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--idle-exit-seconds",
+        type=_at_least(1),
+        default=os.environ.get("GPU_WORKER_IDLE_EXIT_S") or None,
+        help="exit (status 0) after this long ready with no job; warming up does not count "
+        "(env GPU_WORKER_IDLE_EXIT_S; default: never)",
+    )
+    run.add_argument(
+        "--max-jobs",
+        type=_at_least(1, int),
+        default=os.environ.get("GPU_WORKER_MAX_JOBS") or None,
+        help="exit (status 0) after this many jobs (env GPU_WORKER_MAX_JOBS; default: no limit)",
+    )
+    run.add_argument(
+        "--health-port",
+        type=_at_least(1, int, 65535),
+        default=os.environ.get("GPU_WORKER_HEALTH_PORT") or None,
+        help="serve GET /health on this port: 200 once the backend is ready, 503 before "
+        "(env GPU_WORKER_HEALTH_PORT; default: off)",
+    )
+
+
 def _comfyui_arguments(parser: argparse.ArgumentParser) -> None:
     from gpu_worker.comfy import DEFAULT_URL
 
@@ -138,6 +233,8 @@ def run_worker(args: argparse.Namespace) -> int:
     from rq.serializers import JSONSerializer
 
     from gpu_worker.backends import get_backend
+    from gpu_worker.health import HealthServer
+    from gpu_worker.heartbeat import BUSY, DRAINING, IDLE, WARMING, Heartbeat, identity
     from gpu_worker.jobs import WorkerConfig, backend_options, configure
     from gpu_worker.warmup import Gate, GatedWorker, Launcher
 
@@ -156,54 +253,100 @@ def run_worker(args: argparse.Namespace) -> int:
     launcher = None
     if args.comfyui_command and args.backend == "comfyui":
         launcher = Launcher(args.comfyui_command, args.comfyui_log)
-    # The gate's first check() also imports the backend's heavy libraries (torch, av) here in the
-    # parent, so each forked work-horse starts with them loaded instead of paying seconds per job.
     gate = Gate(backend, launcher=launcher)
-    gate.ready()  # anything but "not ready yet" (a missing library...) stops the worker here
-    configure(
-        WorkerConfig(
-            redis_url=args.redis_url, backend=backend, worker_name=args.name, events_stream=args.events_stream
-        )
-    )
-
-    connection = Redis.from_url(args.redis_url)
-    worker = GatedWorker(
-        [Queue(name, connection=connection, serializer=JSONSerializer) for name in queues],
-        # RQ's registration of a killed worker lingers for minutes and blocks its name; ours is
-        # the heartbeat's `args.name`, so RQ gets a per-process one.
-        name=f"{args.name}.{os.getpid()}",
-        connection=connection,
-        serializer=JSONSerializer,
-        # The description holds the signed upload URL and the whole workflow: not for logs.
-        log_job_description=False,
-    )
-    worker.gate = gate
-    from gpu_worker.heartbeat import BUSY, DRAINING, IDLE, WARMING, Heartbeat
+    worker: GatedWorker | None = None
 
     def probe() -> tuple[str, str | None]:
+        if worker is None:
+            return WARMING, None
         job_id = worker.get_current_job_id()
-        if getattr(worker, "_stop_requested", False):
+        if worker._stop_requested:
             return DRAINING, job_id
         if job_id:
             return BUSY, job_id
         return (WARMING if gate.warming else IDLE), None
 
-    heartbeat = Heartbeat(connection, name=args.name, queues=queues, probe=probe)
-    heartbeat.start()
-    log.info(
-        "gpu-worker %s: backend %s, queues %s, events %s",
-        args.name,
-        backend.name,
-        ",".join(queues),
-        args.events_stream,
+    def stop_now(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # no job taken yet: clean up (the heartbeat says goodbye) and go
+
+    # Until the work loop installs RQ's handlers (the drain), a SIGTERM while warming ends it at once.
+    signal.signal(signal.SIGTERM, stop_now)
+    info = identity(
+        provider=args.provider,
+        price_per_hour=args.price_per_hour,
+        billing_seconds=args.billing_seconds,
+        templates=args.templates,
     )
+    # Beating from the start, so a cold start shows as warming while the backend loads. On a client
+    # of its own: a work-horse forked while the beating thread held the worker's connection-pool
+    # lock would hang on that lock when it first uses Redis (redis-py resets the pool under it).
+    beats = Redis.from_url(args.redis_url)
+    heartbeat = Heartbeat(beats, name=args.name, queues=queues, probe=probe, info=info)
+    heartbeat.start()
+    threading.Thread(target=_report_gpu, args=(heartbeat,), name="gpu-info", daemon=True).start()
+
+    def health_status() -> tuple[bool, str]:
+        state, _ = probe()
+        return state != WARMING, state  # ready: taking jobs, or running one
+
+    health = HealthServer(health_status, port=args.health_port).start() if args.health_port else None
     try:
-        worker.work(burst=args.burst, logging_level="WARNING")
+        # The gate's first check() also imports the backend's heavy libraries (torch, av) here in
+        # the parent, so each forked work-horse starts with them loaded instead of paying seconds
+        # per job. Anything but "not ready yet" (a missing library...) stops the worker here.
+        gate.ready()
+        configure(
+            WorkerConfig(
+                redis_url=args.redis_url,
+                backend=backend,
+                worker_name=args.name,
+                events_stream=args.events_stream,
+            )
+        )
+        connection = Redis.from_url(args.redis_url)
+        worker = GatedWorker(
+            [Queue(name, connection=connection, serializer=JSONSerializer) for name in queues],
+            # RQ's registration of a killed worker lingers for minutes and blocks its name; ours is
+            # the heartbeat's `args.name`, so RQ gets a per-process one.
+            name=f"{args.name}.{os.getpid()}",
+            connection=connection,
+            serializer=JSONSerializer,
+            # The description holds the signed upload URL and the whole workflow: not for logs.
+            log_job_description=False,
+        )
+        worker.gate, worker.idle_exit = gate, args.idle_exit_seconds
+        log.info(
+            "gpu-worker %s: backend %s, queues %s, events %s, provider %s at %s/h",
+            args.name,
+            backend.name,
+            ",".join(queues),
+            args.events_stream,
+            args.provider,
+            info["price_per_hour"],
+        )
+        worker.work(burst=args.burst, logging_level="WARNING", max_jobs=args.max_jobs)
+        if worker.idle_exited:
+            pass  # the worker said so already
+        elif args.max_jobs is not None and worker.jobs_done >= args.max_jobs:
+            log.info("reached --max-jobs (%d jobs): exiting", worker.jobs_done)
+        elif worker._stop_requested:
+            log.info("drained: exiting")
     finally:
         heartbeat.stop()
+        if health is not None:
+            health.stop()
         if launcher is not None:
             launcher.stop()
     return 0
+
+
+def _report_gpu(heartbeat: Heartbeat) -> None:
+    # Seconds of torch import in a child process: off the startup path, in the beats once known.
+    from gpu_worker.heartbeat import gpu_info
+
+    info = gpu_info()
+    log.info("GPU: %s%s", info["gpu"], f" ({info['vram_gb']} GiB)" if info["vram_gb"] else "")
+    heartbeat.update(info)
 
 
 def render_one(args: argparse.Namespace) -> int:

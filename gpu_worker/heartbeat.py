@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gpu_worker import protocol
@@ -21,26 +25,74 @@ WARMING, IDLE, BUSY, DRAINING = "warming", "idle", "busy", "draining"
 INTERVAL_S = float(os.environ.get("GPU_WORKER_HEARTBEAT_S") or protocol.HEARTBEAT_INTERVAL_S)
 
 
-def identity() -> dict[str, str]:
-    """What a worker says about itself besides its state: provider, price, billing granularity,
-    GPU and VRAM (through torch when it is installed), and the templates it can run."""
-    info = {
-        "provider": os.environ.get("GPU_WORKER_PROVIDER", "local"),
-        "price_per_hour": os.environ.get("GPU_WORKER_PRICE_PER_HOUR", "0"),
-        "billing_seconds": os.environ.get("GPU_WORKER_BILLING_SECONDS", "1"),
-        "templates": os.environ.get("GPU_WORKER_TEMPLATES", ""),
-        "gpu": "cpu",
+PROVIDERS = ("verda-instance", "verda-serverless", "runpod-serverless", "local", "other")
+
+# One of these exists wherever an NVIDIA driver is loaded on Linux (natively, in a container, in WSL 2).
+NVIDIA_DEVICE_FILES = ("/dev/nvidiactl", "/dev/dxg")
+# Run in a child process: CUDA initialised in the worker's parent before RQ forks a work-horse
+# is unusable in that work-horse, and the synthetic backend renders on CUDA there.
+_GPU_PROBE = """
+import json, torch
+if torch.cuda.is_available():
+    props = torch.cuda.get_device_properties(0)
+    print(json.dumps([props.name, props.total_memory / 1024**3]))
+else:
+    print(json.dumps(["cpu", None]))
+"""
+
+
+def identity(
+    *, provider: str, price_per_hour: float, billing_seconds: int, templates: Sequence[str] = ()
+) -> dict[str, str]:
+    """What a worker says about itself besides its state. ``gpu`` and ``vram_gb`` stay empty
+    until ``gpu_info()`` has answered (it takes seconds: see ``Heartbeat.update``)."""
+    return {
+        "provider": provider,
+        "price_per_hour": str(float(price_per_hour)),
+        "billing_seconds": str(int(billing_seconds)),
+        "templates": ",".join(templates),
+        "gpu": "",
         "vram_gb": "",
     }
-    try:
-        import torch
 
-        if torch.cuda.is_available():
-            props = torch.cuda.get_device_properties(0)
-            info["gpu"], info["vram_gb"] = props.name, f"{props.total_memory / 1024**3:.1f}"
-    except Exception:  # no torch here (a ComfyUI-only host): the GPU stays unnamed
-        info["gpu"] = "unknown"
-    return info
+
+def gpu_info(
+    python: str = sys.executable, timeout: float = 60.0, device_files: Sequence[str] = NVIDIA_DEVICE_FILES
+) -> dict[str, str]:
+    """``gpu`` and ``vram_gb`` (GiB) of CUDA device 0, asked of torch in a child process;
+    ``gpu`` is "cpu" without a CUDA GPU. Without torch here (a ComfyUI-only host) nvidia-smi
+    answers, and without either the GPU is "unknown"."""
+    if sys.platform == "linux" and not any(os.path.exists(path) for path in device_files):
+        return {"gpu": "cpu", "vram_gb": ""}  # no NVIDIA driver: not worth seconds of torch import
+    try:
+        done = subprocess.run(
+            [python, "-c", _GPU_PROBE], capture_output=True, text=True, timeout=timeout, check=True
+        )
+        name, vram = json.loads(done.stdout.strip().splitlines()[-1])
+        return {"gpu": str(name), "vram_gb": "" if vram is None else f"{float(vram):.1f}"}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, TypeError):
+        pass
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+        name, _, mib = done.stdout.strip().partition(",")
+        return {"gpu": name.strip(), "vram_gb": f"{float(mib) / 1024:.1f}"}
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {"gpu": "unknown", "vram_gb": ""}
+
+
+def block_stop_signals() -> None:
+    """Leave SIGTERM and SIGINT to the main thread (call first thing in a helper thread).
+
+    The kernel may hand a process's signal to any thread that does not block it, and Python runs
+    the handler only when the main thread next runs Python code: the worker's main thread waits
+    in waitpid() for the whole job, so the drain would start only after the job."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
 
 
 def parse_job_id(job_id: str | None) -> tuple[str, str]:
@@ -93,7 +145,13 @@ class Heartbeat:
         pipe.sadd(protocol.WORKERS_SET, self.name)
         pipe.execute()
 
+    def update(self, fields: dict[str, str]) -> None:
+        """Add to what every later beat says (the GPU, once ``gpu_info`` has answered)."""
+        # A new dict, never a change in place: the beating thread may be copying the old one.
+        self.info = {**self.info, **fields}
+
     def _loop(self) -> None:
+        block_stop_signals()
         while not self._stop.is_set():
             try:
                 self.beat()

@@ -37,7 +37,10 @@ Heartbeat: every worker process writes the hash ``worker_key(name)`` every
 HEARTBEAT_INTERVAL_S with fields ``name, state (warming|idle|busy|draining), queues
 (comma-separated), generation_id, attempt (empty when idle), ts`` (and, when known,
 ``provider, price_per_hour, billing_seconds, gpu, vram_gb, templates``) and a TTL of
-HEARTBEAT_TTL_S, and adds its name to the set ``WORKERS_SET``.
+HEARTBEAT_TTL_S, and adds its name to the set ``WORKERS_SET``. ``gpu`` and ``vram_gb`` (GiB) are
+empty for the first seconds, then the name ("cpu" without CUDA, "unknown" when it cannot tell);
+``templates`` is comma-separated slugs, empty when the worker does not say. A worker beats from
+its start (``warming`` while its backend loads) and deletes the hash when it exits cleanly.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 backoff; with a launch command it starts ComfyUI itself (again, if it exits) and waits for it.
 ``GatedWorker`` asks the gate before every dequeue, so a worker whose ComfyUI died mid-job goes
 back to warming up before it takes the next job. While idle it re-asks every ``recheck`` seconds.
+
+It is also the serverless worker: it exits after ``idle_exit`` seconds ready with no job, and
+on SIGTERM it finishes the job in hand, takes no other, and exits (the drain).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +30,8 @@ log = logging.getLogger(__name__)
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 RECHECK_S = 5
+# Longest wait on the queues in one go: how late an idle worker notices a SIGTERM or its idle exit.
+LISTEN_S = 1
 
 
 class Launcher:
@@ -78,10 +84,14 @@ class Gate:
         *,
         launcher: Launcher | None = None,
         backoff: tuple[float, ...] = BACKOFF_S,
-        sleep: Callable[[float], Any] = time.sleep,
+        sleep: Callable[[float], Any] | None = None,
     ) -> None:
-        self.backend, self.launcher, self.backoff, self.sleep = backend, launcher, backoff, sleep
+        self.backend, self.launcher, self.backoff = backend, launcher, backoff
+        self._wake = threading.Event()
+        # By default the backoff sleeps until `interrupt()`: a SIGTERM while warming ends it at once.
+        self.sleep = sleep or self._wake.wait
         self.warming = True
+        self.checked_at = float("-inf")  # time.monotonic() of the last check that passed
         self._problem = ""
 
     def ready(self) -> bool:
@@ -96,7 +106,12 @@ class Gate:
         if self.warming:
             log.info("backend %s is ready", self.backend.name)
         self.warming = False
+        self.checked_at = time.monotonic()
         return True
+
+    def interrupt(self) -> None:
+        """End the current backoff sleep (and every later one): the worker is stopping."""
+        self._wake.set()
 
     def wait(self, should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Block until the backend is ready (True) or ``should_stop()`` (False)."""
@@ -117,19 +132,52 @@ class Gate:
 
 
 class GatedWorker(Worker):
-    """An RQ worker that dequeues only while its ``gate`` says the backend is ready."""
+    """An RQ worker that dequeues only while its ``gate`` says the backend is ready, exits after
+    ``idle_exit`` seconds ready without a job, and drains on SIGTERM."""
 
     gate: Gate
-    recheck: int = RECHECK_S
+    recheck: float = RECHECK_S
+    listen: int = LISTEN_S
+    idle_exit: float | None = None
+    jobs_done: int = 0
+    idle_exited: bool = False
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        try:
+            super().execute_job(job, queue)
+        finally:
+            self.jobs_done += 1
+
+    def _shutdown(self) -> None:
+        # RQ raises StopRequested from the signal handler when it is not busy; landing just after
+        # a job has left the queue and before it is registered as started, that loses the job.
+        # Only ask instead: a listening slice ends within `listen` seconds, and a job already
+        # taken is finished first.
+        log.info("stop requested: finishing the job in hand, taking no other")
+        self._stop_requested = True
+        self.set_shutdown_requested_date()
+        self.gate.interrupt()
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        idle = 0.0  # seconds ready with no job; warming up does not count
+        check = True  # before every job, then every `recheck` seconds while idle
         while True:
-            if not self.gate.wait(lambda: bool(self._stop_requested)):
-                return None  # asked to stop while warming: the work loop ends
+            if check or time.monotonic() - self.gate.checked_at >= self.recheck:
+                # A ComfyUI that died in the last job, or while we were idle, is noticed here.
+                if not self.gate.wait(lambda: bool(self._stop_requested)):
+                    return None  # asked to stop while warming: the work loop ends
+                check = False
+            if self._stop_requested:
+                return None
             if timeout is None:  # burst: one look at the queues
                 return super().dequeue_job_and_maintain_ttl(None, max_idle_time)
-            # Listen in short slices (RQ returns None once a slice passes idle), re-checking the
-            # backend between them: a ComfyUI that died while we were idle is noticed here.
-            result = super().dequeue_job_and_maintain_ttl(self.recheck, max_idle_time=self.recheck)
-            if result is not None or self._stop_requested:
+            # Listen in short slices (RQ returns None once a slice passes idle).
+            started = time.monotonic()
+            result = super().dequeue_job_and_maintain_ttl(self.listen, max_idle_time=self.listen)
+            if result is not None:
                 return result
+            idle += time.monotonic() - started
+            if self.idle_exit is not None and idle >= self.idle_exit:
+                log.info("idle for %.0f s with no job: exiting", idle)
+                self.idle_exited = True
+                return None

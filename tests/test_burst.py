@@ -102,3 +102,31 @@ def test_the_window_caps_at_least_one_and_closes_when_all_started() -> None:
     assert w.cap(10.0, {1: 1}, {}, workers=2) == 1
     assert w.cap(10.0, {1: 1, 2: 1}, {(7, 3): 1}, workers=2) is None
     assert w.cap(130.0, {}, {}, workers=2) is None
+
+
+def test_the_instructor_presses_go_and_sees_the_window(client, instructor, open_round) -> None:
+    client.force_login(instructor)
+    assert client.post(f"/instructor/rounds/{open_round.pk}/go").status_code == 302
+    room = client.get(f"/instructor/rounds/{open_round.pk}/room").content.decode()
+    assert 'id="burst-window"' in room and "data-countdown" in room and "Close it now" in room
+
+
+def test_the_instructor_closes_the_window_from_the_room(client, instructor, window) -> None:
+    client.force_login(instructor)
+    client.post(f"/instructor/rounds/{window.pk}/burst-close")
+    window.refresh_from_db()
+    assert window.burst_closed_at is not None and burst.window_of(window) is None
+
+
+def test_a_filmmaker_cannot_press_go(owner_client, open_round) -> None:
+    assert owner_client.post(f"/instructor/rounds/{open_round.pk}/go").status_code == 403
+    open_round.refresh_from_db()
+    assert open_round.burst_opened_at is None
+
+
+def test_opening_a_round_opens_its_window(instructor, template) -> None:
+    from generations import instructor as panel
+
+    rnd = Round.objects.create(title="R2", status=Round.Status.DRAFT)
+    panel.round_open(rnd=rnd)
+    assert burst.window_of(rnd) is not None

@@ -157,3 +157,10 @@ def test_it_hides_the_cancel_action_from_another_filmmaker(other_client, generat
     assert other_client.post(reverse("generation-cancel", args=[generation.pk])).status_code == 404
     generation.refresh_from_db()
     assert generation.status == S.QUEUED
+
+
+def test_it_holds_a_paused_rounds_queue(generation, redis_conn) -> None:
+    Round.objects.filter(pk=generation.round_id).update(status=Round.Status.PAUSED)
+    assert Conductor(connection=redis_conn).dispatch_once() == 0
+    Round.objects.filter(pk=generation.round_id).update(status=Round.Status.OPEN)
+    assert Conductor(connection=redis_conn).dispatch_once() == 1

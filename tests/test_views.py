@@ -120,3 +120,14 @@ def test_it_accepts_an_upload_on_the_signed_url(generation) -> None:
 def test_it_refuses_an_upload_with_a_bad_token(generation) -> None:
     response = Client().put("/api/uploads/forged/notes.txt", b"hello", content_type="text/plain")
     assert response.status_code == 403 and not generation.takes.exists()
+
+
+def test_it_hands_the_download_to_the_proxy_when_configured(owner_client, take, settings) -> None:
+    settings.MEDIA_ACCEL_REDIRECT = "/protected-media/"
+    response = owner_client.get(reverse("take-file", args=[take.pk]))
+    assert response["X-Accel-Redirect"] == "/protected-media/" + take.file.name and not response.content
+
+
+def test_it_checks_permission_before_handing_to_the_proxy(other_client, take, settings) -> None:
+    settings.MEDIA_ACCEL_REDIRECT = "/protected-media/"
+    assert other_client.get(reverse("take-file", args=[take.pk])).status_code == 404

@@ -158,6 +158,18 @@ BURST_WINDOW_SECONDS = envint("BURST_WINDOW_SECONDS", 120)
 DISPATCH_PREFETCH = envint("DISPATCH_PREFETCH", 1)
 # A conductor that stops renewing its lock this long is replaced by a standby.
 CONDUCTOR_LEADER_TTL = envint("CONDUCTOR_LEADER_TTL", 10)
+# Autoscaling: every filmmaker's next take within this wait, within these bounds; a lower target
+# is published only after it held this long.
+TARGET_WAIT_SECONDS = envint("TARGET_WAIT_SECONDS", 600)
+WORKERS_MIN = envint("WORKERS_MIN", 0)
+WORKERS_MAX = envint("WORKERS_MAX", 40)
+SCALE_DOWN_DELAY_SECONDS = envint("SCALE_DOWN_DELAY_SECONDS", 300)
+# Operators' API (/api/queue/status, /api/workers, /metrics): a Bearer token; unset turns it off.
+OPERATOR_API_TOKEN = env("OPERATOR_API_TOKEN")
+# Behind nginx: answer take downloads with this internal location instead of streaming them.
+MEDIA_ACCEL_REDIRECT = env("MEDIA_ACCEL_REDIRECT")
+# The price of one GPU hour for the panel's spend and the CSV's cost, where workers report none.
+GPU_PRICE_PER_HOUR = env("GPU_PRICE_PER_HOUR", "3.0")
 # Extra seconds in an ETA when no worker of the queue is warm.
 COLD_START_SECONDS = envint("COLD_START_SECONDS", 90)
 

@@ -8,4 +8,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("generations.urls")),
+    path("", include("generations.urls_api")),
+    path("instructor/accounts/", include("accounts.urls")),
+    path("", include("generations.urls_instructor")),
+    path("", include("generations.urls_gallery")),
 ]

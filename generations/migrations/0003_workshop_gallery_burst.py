@@ -7,69 +7,119 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('generations', '0002_scheduling_and_templates'),
+        ("generations", "0002_scheduling_and_templates"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='round',
-            name='burst_closed_at',
-            field=models.DateTimeField(blank=True, help_text='When it was closed early', null=True),
+            model_name="round",
+            name="burst_closed_at",
+            field=models.DateTimeField(blank=True, help_text="When it was closed early", null=True),
         ),
         migrations.AddField(
-            model_name='round',
-            name='burst_opened_at',
-            field=models.DateTimeField(blank=True, help_text='When the last burst window opened', null=True),
+            model_name="round",
+            name="burst_opened_at",
+            field=models.DateTimeField(blank=True, help_text="When the last burst window opened", null=True),
         ),
         migrations.AddField(
-            model_name='round',
-            name='filmmakers',
-            field=models.ManyToManyField(blank=True, related_name='enrolled_rounds', to=settings.AUTH_USER_MODEL),
+            model_name="round",
+            name="filmmakers",
+            field=models.ManyToManyField(
+                blank=True, related_name="enrolled_rounds", to=settings.AUTH_USER_MODEL
+            ),
         ),
         migrations.AddField(
-            model_name='round',
-            name='gallery_shared',
-            field=models.BooleanField(default=False, help_text="Everyone sees the round's circled takes (always once it is closed)"),
+            model_name="round",
+            name="gallery_shared",
+            field=models.BooleanField(
+                default=False, help_text="Everyone sees the round's circled takes (always once it is closed)"
+            ),
         ),
         migrations.AddField(
-            model_name='take',
-            name='thumbnail',
+            model_name="take",
+            name="thumbnail",
             field=models.FileField(blank=True, max_length=300, upload_to=generations.models.take_upload_to),
         ),
         migrations.CreateModel(
-            name='Workshop',
+            name="Workshop",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=160)),
-                ('date', models.DateField(blank=True, null=True)),
-                ('gpu_budget', models.DecimalField(decimal_places=2, default=0, help_text='In the billing currency', max_digits=10)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('spotlight', models.ForeignKey(blank=True, help_text='On /screen', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='generations.take')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=160)),
+                ("date", models.DateField(blank=True, null=True)),
+                (
+                    "gpu_budget",
+                    models.DecimalField(
+                        decimal_places=2, default=0, help_text="In the billing currency", max_digits=10
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "spotlight",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="On /screen",
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="generations.take",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Announcement',
+            name="Announcement",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.CharField(max_length=500)),
-                ('active', models.BooleanField(default=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('workshop', models.ForeignKey(null=True, on_delete=django.db.models.deletion.CASCADE, related_name='announcements', to='generations.workshop')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("text", models.CharField(max_length=500)),
+                ("active", models.BooleanField(default=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "workshop",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="announcements",
+                        to="generations.workshop",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='round',
-            name='workshop',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rounds', to='generations.workshop'),
+            model_name="round",
+            name="workshop",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="rounds",
+                to="generations.workshop",
+            ),
         ),
     ]

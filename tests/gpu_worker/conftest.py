@@ -142,6 +142,16 @@ def comfy() -> Iterator[FakeComfyUI]:
     fake.stop()
 
 
+def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """The first truthy value of ``condition()``, polled every 50 ms."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting")
+
+
 @dataclass
 class Sinks:
     """What a backend reported through its JobContext."""

@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from redis import Redis
+
 from gpu_worker import protocol
-from gpu_worker.heartbeat import Heartbeat, parse_job_id
+from gpu_worker.heartbeat import Heartbeat, gpu_info, identity, parse_job_id
+
+from .conftest import ROOT
 
 
 def test_it_parses_generation_and_attempt_from_a_job_id() -> None:
@@ -30,3 +39,49 @@ def test_it_says_goodbye_when_stopped(redis_conn) -> None:
     beat.stop()
     assert not redis_conn.exists(protocol.worker_key("w2"))
     assert not redis_conn.sismember(protocol.WORKERS_SET, "w2")
+
+
+def test_it_says_who_the_worker_is(redis: Redis) -> None:
+    name = f"test-identity-{uuid4().hex}"
+    info = identity(
+        provider="verda-serverless", price_per_hour=2.5, billing_seconds=600, templates=["a", "b"]
+    )
+    beat = Heartbeat(redis, name=name, queues=["video"], probe=lambda: ("idle", None), info=info)
+    beat.update({"gpu": "NVIDIA H100 80GB HBM3", "vram_gb": "79.2"})
+    beat.beat()
+    fields = {k.decode(): v.decode() for k, v in redis.hgetall(protocol.worker_key(name)).items()}
+    redis.delete(protocol.worker_key(name))
+    redis.srem(protocol.WORKERS_SET, name)
+    assert {k: fields[k] for k in info} == {
+        "provider": "verda-serverless",
+        "price_per_hour": "2.5",
+        "billing_seconds": "600",
+        "templates": "a,b",
+        "gpu": "NVIDIA H100 80GB HBM3",
+        "vram_gb": "79.2",
+    }
+
+
+FAKE_TORCH = """
+from types import SimpleNamespace
+h100 = SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=85_031_714_816)
+cuda = SimpleNamespace(is_available=lambda: True, get_device_properties=lambda index: h100)
+"""
+
+
+def test_it_asks_torch_about_the_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "torch.py").write_text(FAKE_TORCH)  # the child process imports this torch
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    info = gpu_info(device_files=[str(ROOT)])  # as if a driver were loaded
+    assert info == {"gpu": "NVIDIA H100 80GB HBM3", "vram_gb": "79.2"}
+
+
+def test_it_names_no_gpu_it_cannot_ask_about(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")  # no nvidia-smi either
+    info = gpu_info(python="/nonexistent/python", device_files=[str(ROOT)])
+    assert info == {"gpu": "unknown", "vram_gb": ""}
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="device files are how Linux shows a driver")
+def test_it_knows_there_is_no_gpu_without_a_driver() -> None:
+    assert gpu_info(python="/nonexistent/python", device_files=[]) == {"gpu": "cpu", "vram_gb": ""}

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
@@ -23,7 +22,7 @@ from gpu_worker import protocol
 from gpu_worker.backends.comfyui import ComfyUIBackend
 from gpu_worker.warmup import Gate, Launcher
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_for
 from .fake_comfyui import FakeComfyUI, run
 
 if TYPE_CHECKING:
@@ -70,15 +69,6 @@ class Seen:
     states: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     stderr: str = ""
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture(scope="module")

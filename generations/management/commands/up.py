@@ -50,6 +50,11 @@ class Command(BaseCommand):
             default=float(os.environ.get("SYNTHETIC_FRAME_DELAY", "0.15")),
             help="Seconds of simulated GPU time per synthetic frame",
         )
+        parser.add_argument(
+            "--autoscale",
+            action="store_true",
+            help="Let the local provider start and stop up to --workers GPU workers to follow the autoscaler",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -78,7 +83,18 @@ class Command(BaseCommand):
             worker = BASE / ".venv-worker" / "bin" / "gpu-worker"
             if not worker.exists():
                 raise CommandError(f"{worker} is missing: run deploy/up.sh, which installs the GPU worker.")
-            for i in range(1, opts["workers"] + 1):
+            if opts["autoscale"]:
+                fleet_env = {
+                    **env,
+                    "WORKERS_MAX": str(opts["workers"]),
+                    "SYNTHETIC_FRAME_DELAY": str(opts["frame_delay"]),
+                }
+                self._start(
+                    "local-provider",
+                    [sys.executable, "manage.py", "local_fleet", "--max", str(opts["workers"])],
+                    fleet_env,
+                )
+            for i in range(1, 0 if opts["autoscale"] else opts["workers"] + 1):
                 self._start(
                     f"gpu-{i}",
                     [

@@ -1,0 +1,112 @@
+"""The instructor's accounts page: filmmakers in bulk, login cards, resets, deactivation."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from . import services
+from .models import User
+
+View = Callable[..., HttpResponse]
+# Batches already created in this session: a reloaded (re-POSTed) cards page creates nothing twice.
+SEEN_BATCHES = "accounts_batches"
+
+
+def instructor_required(view: View) -> View:
+    """Anonymous visitors go to the login page; a logged-in filmmaker gets 403."""
+
+    @wraps(view)
+    @login_required
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_instructor:
+            raise PermissionDenied("Instructors only.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _filmmaker(pk: int) -> User:
+    user = services.filmmaker_get(pk)
+    if user is None:
+        raise Http404("No such filmmaker")
+    return user
+
+
+@instructor_required
+@require_GET
+def account_list(request: HttpRequest) -> HttpResponse:
+    people = (
+        User.objects.filter(role=User.Role.FILMMAKER, is_superuser=False)
+        .annotate(n_generations=Count("generations"))
+        .order_by("-is_active", "username")
+    )
+    return render(request, "accounts/list.html", {"people": people, "batch": uuid.uuid4()})
+
+
+@instructor_required
+@require_POST
+def accounts_create(request: HttpRequest) -> HttpResponse:
+    """Creates the accounts and answers with their login cards: the passwords are shown this once."""
+    batch = request.POST.get("batch", "")
+    seen = request.session.get(SEEN_BATCHES, [])
+    if batch in seen:
+        messages.warning(
+            request,
+            "These accounts were created already and their passwords shown once. "
+            "Reset a password to print a new card.",
+        )
+        return redirect("accounts-list")
+    try:
+        logins = services.filmmakers_create(names=services.names_parse(request.POST.get("names", "")))
+    except services.AccountsRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("accounts-list")
+    request.session[SEEN_BATCHES] = [*seen[-20:], batch]
+    return _cards(request, logins, title=f"{len(logins)} new filmmaker accounts")
+
+
+@instructor_required
+@require_POST
+def account_reset(request: HttpRequest, pk: int) -> HttpResponse:
+    login = services.password_reset(user=_filmmaker(pk))
+    return _cards(request, [login], title=f"New password for {login.user.username}")
+
+
+@instructor_required
+@require_POST
+def account_deactivate(request: HttpRequest, pk: int) -> HttpResponse:
+    user = _filmmaker(pk)
+    if services.account_set_active(user=user, active=False):
+        messages.success(request, f"{user.username} is deactivated: logged out and unable to log in.")
+    return redirect("accounts-list")
+
+
+@instructor_required
+@require_POST
+def account_activate(request: HttpRequest, pk: int) -> HttpResponse:
+    user = _filmmaker(pk)
+    if services.account_set_active(user=user, active=True):
+        messages.success(request, f"{user.username} can log in again.")
+    return redirect("accounts-list")
+
+
+def _cards(request: HttpRequest, logins: list[services.Login], *, title: str) -> HttpResponse:
+    login_url = request.build_absolute_uri(reverse("login"))
+    response = render(
+        request, "accounts/cards.html", {"logins": logins, "title": title, "login_url": login_url}
+    )
+    # Passwords in the clear: no cache may keep this page.
+    response["Cache-Control"] = "no-store"
+    return response
