@@ -12,7 +12,7 @@ Bounds use the MEAN job time T and include the cold start C once:
 Goals: max first take <= 1.05 x ceil(filmmakers / workers) x T + C; makespan <= 1.05 x jobs x T / workers + C.
 Ratios are measured / bound. Rows without jitter show what the policy does when durations are exact.
 
-A conductor pass runs 0.15 s after the first submission it has not seen (the conductor's debounce), so the
+Conductor passes run at most once every 0.15 s, the first at once (the conductor's debounce), so the
 whole burst (300 submissions at most, 0.12 s) is pending at the first pass; the "pass 0.0" rows dispatch each
 submission the instant it arrives instead, to show why the conductor waits. A sweep over 100 seeds follows
 the table, since one seed's luck is not a result.

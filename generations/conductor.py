@@ -114,6 +114,7 @@ class Conductor:
         self._last_reconcile = 0.0
         self._queued_signature: tuple[int, ...] = ()
         self._woken_at: float | None = None
+        self._last_wake_pass = 0.0
         self.autoscaler = Autoscaler()
         self._ensure_group()
 
@@ -329,12 +330,14 @@ class Conductor:
         """One pass of the leader: events, then dispatch, and now and then a reconcile."""
         self.consume_once(block_ms=block_ms)
         if self._woken_at is not None:
-            # A submission woke us: let the rest of a burst arrive so that one pass orders all of it
+            # Submissions wake us at most once per debounce period: a lone one is dispatched at once,
+            # and the rest of a burst arrives while we wait, so one pass orders all of it
             # (dispatching each click at once hands idle GPUs to whoever clicked first).
             debounce = settings.DISPATCH_DEBOUNCE_MS / 1000
-            while (left := self._woken_at + debounce - time.monotonic()) > 0:
+            while (left := self._last_wake_pass + debounce - time.monotonic()) > 0:
                 self.consume_once(block_ms=max(int(left * 1000), 1))
             self._woken_at = None
+            self._last_wake_pass = time.monotonic()
         self.dispatch_once()
         if time.monotonic() - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = time.monotonic()

@@ -80,8 +80,8 @@ def simulate(
 ) -> Run:
     """Run `jobs` on `workers` (queue -> count) under `policy`; every job runs to completion.
 
-    A worker's first job takes `cold_start` longer (loading models). A conductor pass runs `pass_delay`
-    after the first event it has not yet seen, so events closer together than that share one pass.
+    A worker's first job takes `cold_start` longer (loading models). Conductor passes run at most once per
+    `pass_delay` (the first at once), so events closer together than that share one pass.
     """
     by_id = {job.id: job for job in jobs}
     run = Run(jobs)
@@ -100,6 +100,7 @@ def simulate(
     in_flight: Counter[int] = Counter()
     finished: Counter[tuple[int, int]] = Counter()
     pass_due = False
+    last_pass = float("-inf")
     while events:
         now, _, kind, job_id, worker = heapq.heappop(events)
         waiting = Counter(p.queue for p in pending.values())
@@ -109,6 +110,7 @@ def simulate(
         last = now
         if kind == PASS:
             pass_due = False
+            last_pass = now
             run.passes += 1
             capacity = {queue: len(warm[queue]) + len(cold[queue]) for queue in workers}
             args = (list(pending.values()), in_flight, finished, capacity)
@@ -133,8 +135,9 @@ def simulate(
             warm[job.queue].append(worker)
             run.finished[job.id] = now
         if not pass_due:
+            # As the conductor: at once if no pass ran in the last pass_delay, else when it has passed.
             pass_due = True
-            heapq.heappush(events, (now + pass_delay, next(seq), PASS, -1, -1))
+            heapq.heappush(events, (max(now, last_pass + pass_delay), next(seq), PASS, -1, -1))
     if pending:
         raise RuntimeError(f"{len(pending)} jobs never ran: no worker serves their queue")
     return run
