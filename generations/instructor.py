@@ -30,7 +30,7 @@ from django.utils.text import get_valid_filename, slugify
 
 from accounts.models import User
 
-from . import broker, eta, fleet, selectors, services
+from . import autoscale, broker, costs, eta, fleet, selectors, services
 from .models import Announcement, Generation, Round, Take, Workshop
 
 S = Generation.Status
@@ -212,10 +212,22 @@ class Spend:
     gpu_seconds: float
     price_per_hour: Decimal
     budget: Decimal
+    # What the workers themselves cost (online time billed at their granularity × their price).
+    fleet: costs.Spend | None = None
+
+    @property
+    def from_fleet(self) -> bool:
+        return self.fleet is not None and self.fleet.total > 0
 
     @property
     def cost(self) -> Decimal:
+        if self.fleet is not None and self.from_fleet:
+            return Decimal(str(self.fleet.total)).quantize(Decimal("0.01"))
         return cost_of(self.gpu_seconds, self.price_per_hour).quantize(Decimal("0.01"))
+
+    @property
+    def utilisation(self) -> int | None:
+        return round(self.fleet.utilisation * 100) if self.fleet is not None and self.from_fleet else None
 
     @property
     def percent(self) -> int | None:
@@ -234,7 +246,8 @@ def _of_workshop(qs: QuerySet[Generation], workshop: Workshop | None) -> QuerySe
 
 
 def spend_for(workshop: Workshop | None) -> Spend:
-    """GPU seconds of finished and running generations × GPU_PRICE_PER_HOUR."""
+    """What the workers cost when they report prices; else GPU seconds of finished and running
+    generations × GPU_PRICE_PER_HOUR."""
     qs = _of_workshop(Generation.objects.filter(started_at__isnull=False), workshop)
     done = (
         qs.filter(status__in=Generation.TERMINAL, finished_at__isnull=False).aggregate(
@@ -254,6 +267,7 @@ def spend_for(workshop: Workshop | None) -> Spend:
         gpu_seconds=max(done.total_seconds(), 0.0) + running,
         price_per_hour=gpu_price_per_hour(),
         budget=workshop.gpu_budget if workshop else Decimal(0),
+        fleet=costs.spend(),
     )
 
 
@@ -415,6 +429,8 @@ def room_state(rnd: Round) -> dict[str, Any]:
         "circled_count": len(circled_takes(rnd)),
         "close_count": by_status.get(S.QUEUED, 0),
         "burst": _burst_state(rnd),
+        "desired": autoscale.published(conn).get("video", 0),
+        "warm_default": max(len(room_filmmakers(rnd)) // 2, 1),
     }
 
 

@@ -19,6 +19,7 @@ urlpatterns = [
     path("instructor/rounds/<int:pk>/open", v.round_open, name="instructor-round-open"),
     path("instructor/rounds/<int:pk>/pause", v.round_pause, name="instructor-round-pause"),
     path("instructor/rounds/<int:pk>/go", v.burst_go, name="instructor-burst-go"),
+    path("instructor/warm", v.warm, name="instructor-warm"),
     path("instructor/rounds/<int:pk>/burst-close", v.burst_close, name="instructor-burst-close"),
     path("instructor/rounds/<int:pk>/close", v.round_close, name="instructor-round-close"),
     path("instructor/room", v.room_current, name="instructor-room-current"),

@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import User
 from accounts.views import instructor_required
 
-from . import burst, gallery, instructor, notify, selectors, services
+from . import autoscale, broker, burst, gallery, instructor, notify, selectors, services
 from .instructor import PanelRefused
 from .models import Announcement, Generation, Round, Take, Workshop
 
@@ -241,6 +241,18 @@ def round_open(request: HttpRequest, pk: int) -> HttpResponse:
         notify.round_changed(round_id=rnd.pk)
         messages.success(request, f"“{rnd.title}” is open: filmmakers can submit.")
     return _back(request, reverse("instructor-room", args=[rnd.pk]))
+
+
+@instructor_required
+@require_POST
+def warm(request: HttpRequest) -> HttpResponse:
+    """Warm N workers now: a floor for the autoscaler for 15 minutes, before a demo."""
+    raw = request.POST.get("workers", "")
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        return HttpResponse("Say how many workers to warm, 1 to 64.", status=422)
+    autoscale.warm_now(broker.connection(), queue="video", workers=int(raw))
+    notify.room_changed()
+    return HttpResponse(status=204)
 
 
 @instructor_required

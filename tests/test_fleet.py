@@ -120,3 +120,32 @@ def test_it_publishes_prometheus_metrics(api, redis_conn, generation) -> None:
     assert 'workshop_desired_workers{queue="video"} 0.0' in text
     assert 'workshop_job_duration_seconds_bucket{le="120"} 1.0' in text
     assert "workshop_spend 0.0" in text and 'workshop_queue_depth{queue="video"}' in text
+
+
+def test_the_instructor_warms_workers_before_a_demo(client, instructor, open_round, redis_conn) -> None:
+    client.force_login(instructor)
+    assert client.post("/instructor/warm", {"workers": "4"}).status_code == 204
+    assert autoscale.Autoscaler().desired(redis_conn, "video") == 4
+
+
+def test_it_refuses_a_nonsense_warm_count(client, instructor, redis_conn) -> None:
+    client.force_login(instructor)
+    assert client.post("/instructor/warm", {"workers": "lots"}).status_code == 422
+
+
+def test_the_panel_prices_the_fleet_when_workers_report_prices(
+    client, instructor, open_round, redis_conn
+) -> None:
+    now = timezone.now()
+    Worker.objects.create(
+        name="w",
+        price_per_hour=3.6,
+        billing_seconds=1,
+        first_seen=now,
+        last_seen=now,
+        online_seconds=3600,
+        busy_seconds=1800,
+    )
+    client.force_login(instructor)
+    room = client.get(f"/instructor/rounds/{open_round.pk}/room").content.decode()
+    assert "3.60" in room and "busy 50 %" in room

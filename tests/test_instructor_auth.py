@@ -32,6 +32,7 @@ ROUTES = [
     ("post", "instructor-round-pause", ["round"]),
     ("post", "instructor-burst-go", ["round"]),
     ("post", "instructor-burst-close", ["round"]),
+    ("post", "instructor-warm", []),
     ("get", "instructor-round-close", ["round"]),
     ("post", "instructor-round-close", ["round"]),
     ("get", "instructor-room-current", []),
@@ -70,6 +71,7 @@ def world(owner, other, open_round, template, generation) -> dict[str, Any]:
         "batch": "b",
         "text": "Hi",
         "amount": "2",
+        "workers": "2",
         "title": "T",
         "templates": [template.pk],
     }
