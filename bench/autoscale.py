@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -110,45 +109,14 @@ def run_burst(
 
 
 def main() -> None:
-    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop_bench")
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")
-    os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")
-    for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
-        os.environ.setdefault(name, "false")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "workshop.settings"
-    from bench.pipeline import ensure_database
+    from bench.common import live_stack, round_with_synthetic, setup
 
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
-
-    django.setup()
-    import redis
-    from django.conf import settings
-    from django.core.management import call_command
-
+    conn = setup()
     from accounts.models import User
-    from generations.demo import synthetic_template
-    from generations.models import Round
-    from tests.live import LiveStack
 
-    call_command("migrate", verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
-    conn = redis.Redis.from_url(settings.REDIS_URL)
-    conn.flushdb()
     owner = User.objects.create_user("burst", password=None, role=User.Role.INSTRUCTOR)
-    template = synthetic_template()
-    rnd = Round.objects.create(title="Autoscale", status=Round.Status.OPEN)
-    rnd.templates.add(template)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-autoscale-"))
-    (tmp / "logs").mkdir()
-    stack = LiveStack(
-        database=os.environ["DATABASE_URL"],
-        redis_url=settings.REDIS_URL,
-        media_root=tmp / "media",
-        logs=tmp / "logs",
-    )
-    settings.PUBLIC_BASE_URL = stack.url
+    rnd, template = round_with_synthetic("Autoscale")
+    stack = live_stack("autoscale")
     try:
         figures = run_burst(
             stack,

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,48 +118,18 @@ def run_chaos(stack: Any, conn: Any, owner: Any, rnd: Any, template: Any, plan: 
 
 
 def main() -> None:
-    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop_bench")
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")
-    os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")
-    for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
-        os.environ.setdefault(name, "false")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "workshop.settings"
-    from bench.pipeline import ensure_database
+    from bench.common import live_stack, round_with_synthetic, setup
 
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
-
-    django.setup()
-    import redis
-    from django.conf import settings
-    from django.core.management import call_command
-
+    conn = setup()
     from accounts.models import User
-    from generations.demo import synthetic_template
-    from generations.models import Round
-    from tests.live import LiveStack
 
-    call_command("migrate", verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
-    conn = redis.Redis.from_url(settings.REDIS_URL)
-    conn.flushdb()
     plan = Plan(
         generations=int(os.environ.get("CHAOS_N", "40")), workers=int(os.environ.get("CHAOS_WORKERS", "4"))
     )
     owner = User.objects.create_user("chaos", password=None, role=User.Role.INSTRUCTOR)  # no quota
-    template = synthetic_template()
-    rnd = Round.objects.create(title="Chaos", status=Round.Status.OPEN, quota=plan.generations)
-    rnd.templates.add(template)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    (tmp / "logs").mkdir()
-    stack = LiveStack(
-        database=os.environ["DATABASE_URL"],
-        redis_url=settings.REDIS_URL,
-        media_root=tmp / "media",
-        logs=tmp / "logs",
-    )
-    settings.PUBLIC_BASE_URL = stack.url
+    rnd, template = round_with_synthetic("Chaos", quota=plan.generations)
+    stack = live_stack("chaos")
+    tmp = stack.logs.parent
     try:
         figures = run_chaos(stack, conn, owner, rnd, template, plan)
     finally:

@@ -42,16 +42,6 @@ FILMMAKERS, ROUNDS, PER_ROUND, CIRCLED = 20, 5, 15, 3
 GOAL_MS = 150
 
 
-def ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
 def media_files() -> dict[str, object]:
     """One real take, its poster and thumbnail, stored once; every seeded row points at them."""
     from django.core.files.base import ContentFile
@@ -148,6 +138,8 @@ def measure(client, url: str, *, htmx: bool = False, repeat: int = REPEAT) -> di
 
 def main() -> None:
     started = time.monotonic()
+    from bench.common import ensure_database
+
     ensure_database(os.environ["DATABASE_URL"])
     import django
 

@@ -22,32 +22,14 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop_bench")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")
-os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")
-for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
-    os.environ.setdefault(name, "false")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ["DJANGO_SETTINGS_MODULE"] = "workshop.settings"
 JOBS = int(os.environ.get("BENCH_JOBS", "20"))
 WARMUP = 2
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = url.rsplit("/", 1)[1]
-    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 class PageWatcher(threading.Thread):
@@ -84,47 +66,25 @@ class PageWatcher(threading.Thread):
 
 
 def main() -> None:
-    ensure_database(os.environ["DATABASE_URL"])
-    import django
+    from bench.common import live_stack, round_with_synthetic, setup
 
-    django.setup()
-    import redis
+    conn = setup()
     from django.conf import settings
     from django.contrib.sessions.backends.db import SessionStore
-    from django.core.management import call_command
 
     from accounts.models import User
     from generations import services
-    from generations.demo import synthetic_template
-    from generations.models import Generation, Round
+    from generations.models import Generation
     from gpu_worker import protocol
-    from tests.live import LiveStack
 
-    call_command("migrate", verbosity=0)
-    call_command("flush", interactive=False, verbosity=0)
-    conn = redis.Redis.from_url(settings.REDIS_URL)
-    conn.flushdb()
     owner = User.objects.create_user("bench", password=None)
-    template = synthetic_template()
-    rnd = Round.objects.create(title="Bench", status=Round.Status.OPEN, quota=JOBS + WARMUP)
-    rnd.templates.add(template)
+    rnd, template = round_with_synthetic("Bench", quota=JOBS + WARMUP)
     session = SessionStore()
-    session["_auth_user_id"], session["_auth_user_backend"] = (
-        str(owner.pk),
-        settings.AUTHENTICATION_BACKENDS[0],
-    )
+    session["_auth_user_id"] = str(owner.pk)
+    session["_auth_user_backend"] = settings.AUTHENTICATION_BACKENDS[0]
     session["_auth_user_hash"] = owner.get_session_auth_hash()
     session.create()
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    (tmp / "logs").mkdir()
-    stack = LiveStack(
-        database=os.environ["DATABASE_URL"],
-        redis_url=settings.REDIS_URL,
-        media_root=tmp / "media",
-        logs=tmp / "logs",
-    )
-    settings.PUBLIC_BASE_URL = stack.url
+    stack = live_stack("pipeline")
     rows: list[dict[str, float]] = []
     try:
         stack.start_web()
@@ -140,7 +100,7 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while g.pk not in watcher.succeeded_at:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"job {g.pk} did not finish in 30 s; logs in {tmp / 'logs'}")
+                    raise SystemExit(f"job {g.pk} did not finish in 30 s; logs in {stack.logs}")
                 time.sleep(0.002)
             g.refresh_from_db()
             assert g.status == Generation.Status.SUCCEEDED and g.takes.count() == 1

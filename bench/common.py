@@ -1,0 +1,78 @@
+"""What the live benchmarks share: their own database and Redis, a clean slate, and the real
+processes of tests/live.py."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DEFAULTS = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/workshop_bench",
+    "REDIS_URL": "redis://127.0.0.1:6379/8",
+    "SECRET_KEY": "bench-only-not-secret",
+    "SECURE_SSL_REDIRECT": "false",
+    "SESSION_COOKIE_SECURE": "false",
+    "CSRF_COOKIE_SECURE": "false",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def setup() -> Any:
+    """Environment defaults, Django set up on a migrated and emptied database; returns Redis (emptied)."""
+    for name, value in DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "workshop.settings"
+    ensure_database(os.environ["DATABASE_URL"])
+    import django
+
+    django.setup()
+    import redis
+    from django.conf import settings
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("flush", interactive=False, verbosity=0)
+    conn = redis.Redis.from_url(settings.REDIS_URL)
+    conn.flushdb()
+    return conn
+
+
+def live_stack(prefix: str) -> Any:
+    """A tests.live.LiveStack on the bench database, logs and media in a fresh temporary folder."""
+    from django.conf import settings
+
+    from tests.live import LiveStack
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    (tmp / "logs").mkdir()
+    stack = LiveStack(
+        database=os.environ["DATABASE_URL"],
+        redis_url=settings.REDIS_URL,
+        media_root=tmp / "media",
+        logs=tmp / "logs",
+    )
+    settings.PUBLIC_BASE_URL = stack.url
+    return stack
+
+
+def round_with_synthetic(title: str, *, quota: int = 15) -> tuple[Any, Any]:
+    """(an open round offering the synthetic template, the template)."""
+    from generations.demo import synthetic_template
+    from generations.models import Round
+
+    template = synthetic_template()
+    rnd = Round.objects.create(title=title, status=Round.Status.OPEN, quota=quota)
+    rnd.templates.add(template)
+    return rnd, template
