@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -50,6 +51,8 @@ def home(request: HttpRequest) -> HttpResponse:
     rnd = selectors.round_current_for(request.user)
     if rnd is None:
         return render(request, "generations/no_round.html")
+    if request.htmx:  # the waiting page's check: a full navigation to the round
+        return HttpResponse(headers={"HX-Redirect": reverse("round", args=[rnd.pk])})
     return redirect("round", pk=rnd.pk)
 
 

@@ -131,3 +131,14 @@ def test_it_hands_the_download_to_the_proxy_when_configured(owner_client, take, 
 def test_it_checks_permission_before_handing_to_the_proxy(other_client, take, settings) -> None:
     settings.MEDIA_ACCEL_REDIRECT = "/protected-media/"
     assert other_client.get(reverse("take-file", args=[take.pk])).status_code == 404
+
+
+def test_it_tells_a_filmmaker_when_no_round_is_open_and_keeps_checking(owner_client, open_round) -> None:
+    Round.objects.filter(pk=open_round.pk).update(status=Round.Status.DRAFT)
+    html = owner_client.get("/").content.decode()
+    assert "No round is open yet" in html and 'hx-trigger="every 10s"' in html
+
+
+def test_it_sends_the_waiting_page_to_the_round_once_it_opens(owner_client, open_round) -> None:
+    response = owner_client.get("/", HTTP_HX_REQUEST="true")
+    assert response["HX-Redirect"] == reverse("round", args=[open_round.pk])
