@@ -32,8 +32,23 @@ def test_it_passes_the_deploy_checks_with_production_settings() -> None:
 
 
 def test_it_refuses_to_start_without_a_secret_key_in_production() -> None:
-    result = manage("check", **{**PRODUCTION, "SECRET_KEY": ""})
-    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+    env = {**PRODUCTION, "SECRET_KEY": ""}
+    web = subprocess.run(
+        [sys.executable, "-c", "import workshop.asgi"],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert web.returncode != 0 and "SECRET_KEY must be set" in web.stderr
+    conductor = manage("conductor", **env)
+    assert conductor.returncode != 0 and "SECRET_KEY must be set" in conductor.stderr
+    assert manage("check", "--deploy", "--fail-level", "WARNING", **env).returncode != 0
+
+
+def test_it_runs_commands_that_sign_nothing_without_a_secret_key() -> None:
+    result = manage("makemigrations", "--check", "--dry-run", **{**PRODUCTION, "SECRET_KEY": ""})
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_it_refuses_a_bad_boolean(monkeypatch) -> None:

@@ -12,6 +12,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workshop.settings")
 django_asgi_app = get_asgi_application()
 
+from workshop import require_secret_key  # noqa: E402
+
+require_secret_key()
+
 # Imported after Django is set up: the consumers use the ORM.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -51,11 +51,11 @@ def envlist(name: str, default: list[str]) -> list[str]:
 
 DEBUG = envbool("DEBUG", False)
 
-SECRET_KEY = env("SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off")
-    SECRET_KEY = "django-insecure-local-demo-only"
+# No default in production: left empty, Django refuses anything that signs (sessions, upload
+# URLs), and the processes that serve or dispatch refuse to start (workshop.require_secret_key).
+# Commands that sign nothing (makemigrations, check) still run without it.
+SECRET_KEY = env("SECRET_KEY") or ("django-insecure-local-demo-only" if DEBUG else "")
+
 
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", [])

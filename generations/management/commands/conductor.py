@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from generations.conductor import Conductor
+from workshop import require_secret_key
 
 
 class Command(BaseCommand):
@@ -16,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--block-ms", type=int, default=500, help="How long to wait for events per pass")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_secret_key()  # it signs the workers' upload URLs
         stop = threading.Event()
         # Finish the current pass, then exit: nothing half-applied, nothing unacknowledged lost.
         for sig in (signal.SIGTERM, signal.SIGINT):
