@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from django.test import Client
 from accounts.models import User
 from generations.demo import synthetic_template
 from generations.models import Generation, Round, WorkflowTemplate
+
+from . import comfyui_real
 
 VALID = {
     "prompt": "a lighthouse at dusk, slow dolly in",
@@ -129,3 +132,19 @@ def generation(owner: User, open_round: Round, template: WorkflowTemplate) -> Ge
 
     params = {"prompt": "a lighthouse", "seed": 7, "frames": 9, "width": 64, "height": 64, "fps": 12}
     return services.generation_create(owner=owner, round_id=open_round.pk, template=template, params=params)
+
+
+@pytest.fixture(scope="session")
+def real_comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a real ComfyUI: COMFYUI_URL, else one started from .comfyui/ for the session."""
+    if url := os.environ.get("COMFYUI_URL"):
+        yield url.rstrip("/")
+        return
+    if not comfyui_real.installed():
+        message = "no real ComfyUI: run deploy/test.sh (it installs one) or set COMFYUI_URL"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs it: a skip there would hide a broken install
+        pytest.skip(message)
+    server = comfyui_real.RealComfyUI(tmp_path_factory.mktemp("comfyui")).start()
+    yield server.url
+    server.stop()

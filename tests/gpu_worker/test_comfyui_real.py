@@ -1,13 +1,11 @@
-"""The model-free template on a real ComfyUI: runs only where COMFYUI_URL names one."""
+"""The ComfyUI backend against a real ComfyUI server (see tests/comfyui_real.py)."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import av
-import pytest
 
 from gpu_worker import workflows
 from gpu_worker.backends import JobSpec
@@ -15,14 +13,10 @@ from gpu_worker.backends.comfyui import ComfyUIBackend
 
 from .conftest import Sinks
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("COMFYUI_URL"), reason="needs a real ComfyUI at COMFYUI_URL"
-)
 
-
-def test_it_renders_the_model_free_template_on_a_real_comfyui(tmp_path: Path) -> None:
+def test_it_renders_the_model_free_template_on_a_real_comfyui(tmp_path: Path, real_comfyui: str) -> None:
     workflow = workflows.model_free_video(seed=3, frames=9, width=64, height=48, fps=8)
-    backend = ComfyUIBackend(url=os.environ["COMFYUI_URL"], client_id="workshop-tests")
+    backend = ComfyUIBackend(url=real_comfyui, client_id="workshop-tests")
     job = JobSpec(random.randrange(10**6, 10**9), 1, "model-free", workflow, {})
     sinks = Sinks()
     [output] = backend.run(job, sinks.context(tmp_path, timeout=300))

@@ -1,0 +1,107 @@
+"""A real ComfyUI server for the tests: the one at COMFYUI_URL, or one started from .comfyui/.
+
+`deploy/test.sh` installs ComfyUI 0.3.75 (`deploy/bootstrap.py --comfyui`), so CI always runs the
+real-server tests; elsewhere they skip unless COMFYUI_URL names a server. A started server runs on
+the CPU with a base directory of its own, an in-memory database, and two extra node packs that need
+no weights: ComfyUI's own `custom_nodes/websocket_image_save.py` (previews streamed as binary frames)
+and its test suite's `testing-pack` (TestSleep: a node that takes time, reports progress and stops
+at an interrupt).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = Path(os.environ.get("COMFYUI_SOURCE", ROOT / ".comfyui"))
+PYTHON = Path(os.environ.get("COMFYUI_PYTHON", ROOT / ".venv-comfyui" / "bin" / "python"))
+TEST_NODES = SOURCE / "tests" / "execution" / "testing_nodes" / "testing-pack"
+WS_SAVE_NODE = SOURCE / "custom_nodes" / "websocket_image_save.py"
+
+
+def installed() -> bool:
+    return (SOURCE / "main.py").exists() and PYTHON.exists()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RealComfyUI:
+    """One ComfyUI process; ``start`` returns once ``/system_stats`` answers."""
+
+    def __init__(self, base: Path, *, extra_args: tuple[str, ...] = ()) -> None:
+        self.base, self.extra_args = base, extra_args
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = base / "comfyui.log"
+
+    def command(self) -> list[str]:
+        return [
+            str(PYTHON),
+            str(SOURCE / "main.py"),
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--base-directory",
+            str(self.base),
+            "--database-url",
+            "sqlite:///:memory:",
+            "--disable-auto-launch",
+            *self.extra_args,
+        ]
+
+    def start(self, timeout: float = 120.0) -> RealComfyUI:
+        nodes = self.base / "custom_nodes"
+        nodes.mkdir(parents=True, exist_ok=True)
+        for source in (TEST_NODES, WS_SAVE_NODE):
+            link = nodes / source.name
+            if not link.exists():
+                link.symlink_to(source)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command(), cwd=SOURCE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/system_stats", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"ComfyUI did not answer within {timeout:.0f} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as when the server crashes."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:] if self.log_path.exists() else ""
