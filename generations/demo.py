@@ -105,8 +105,10 @@ class Login:
     role: str
 
 
-def seed_demo() -> list[Login]:
-    """Create the demo when the database has no users; returns the new logins (empty if it existed)."""
+def seed_demo(*, template_slug: str | None = None) -> list[Login]:
+    """Create the demo when the database has no users; returns the new logins (empty if it existed).
+
+    Its round offers the synthetic template, or the installed template ``template_slug``."""
     if User.objects.exists():
         return []
     logins: list[Login] = []
@@ -132,5 +134,6 @@ def seed_demo() -> list[Login]:
             quota=15,
             circle_limit=3,
         )
-        rnd.templates.add(synthetic_template())
+        template = WorkflowTemplate.objects.get(slug=template_slug) if template_slug else synthetic_template()
+        rnd.templates.add(template)
     return logins

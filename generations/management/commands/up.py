@@ -2,12 +2,15 @@
 
 Migrates, seeds the demo when the database is empty, then runs daphne, the conductor
 and local GPU workers on the synthetic backend (plus a private Redis when REDIS_URL is
-not set) until Ctrl-C, which stops all of them in order.
+not set) until Ctrl-C, which stops all of them in order. With ``--comfyui`` each worker
+drives a real ComfyUI on the CPU instead (installed by ``deploy/bootstrap.py --comfyui``),
+which it starts itself, and the demo round offers the model-free template.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -22,8 +25,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from generations.demo import seed_demo
+from generations.library import MODEL_FREE
 
 BASE = Path(settings.BASE_DIR)
+COMFYUI_SOURCE, COMFYUI_PYTHON = BASE / ".comfyui", BASE / ".venv-comfyui" / "bin" / "python"
 
 
 def _free_port() -> int:
@@ -55,6 +60,11 @@ class Command(BaseCommand):
             action="store_true",
             help="Let the local provider start and stop up to --workers GPU workers to follow the autoscaler",
         )
+        parser.add_argument(
+            "--comfyui",
+            action="store_true",
+            help="Workers drive a real ComfyUI each (on the CPU here) instead of the synthetic backend",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -67,13 +77,18 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
+        if opts["comfyui"]:
+            if opts["autoscale"]:
+                raise CommandError("--autoscale starts synthetic workers only; use one of the two.")
+            if not (COMFYUI_SOURCE / "main.py").exists() or not COMFYUI_PYTHON.exists():
+                raise CommandError("ComfyUI is not installed: run deploy/up.sh --comfyui, which installs it.")
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         try:
             env = self._environment(host, port)
             call_command("migrate", interactive=False, verbosity=0)
             call_command("load_templates")
-            self._print_logins()
+            self._print_logins(MODEL_FREE.slug if opts["comfyui"] else None)
             self._start(
                 "web",
                 [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "workshop.asgi:application"],
@@ -95,20 +110,12 @@ class Command(BaseCommand):
                     fleet_env,
                 )
             for i in range(1, 0 if opts["autoscale"] else opts["workers"] + 1):
-                self._start(
-                    f"gpu-{i}",
-                    [
-                        str(worker),
-                        "run",
-                        "--name",
-                        f"local-gpu-{i}",
-                        "--backend",
-                        "synthetic",
-                        "--synthetic-frame-delay",
-                        str(opts["frame_delay"]),
-                    ],
-                    env,
+                backend = (
+                    self._comfyui_arguments(i)
+                    if opts["comfyui"]
+                    else ["--backend", "synthetic", "--synthetic-frame-delay", str(opts["frame_delay"])]
                 )
+                self._start(f"gpu-{i}", [str(worker), "run", "--name", f"local-gpu-{i}", *backend], env)
             self._wait_for_port(host, port)
             self.stdout.write(
                 self.style.SUCCESS(f"\nWorkshop running at http://{host}:{port}/  (Ctrl-C stops it)\n")
@@ -120,6 +127,39 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             self._stop_all()
+
+    def _comfyui_arguments(self, i: int) -> list[str]:
+        """A ComfyUI of its own per worker, as on a GPU host: the worker starts it (and again if it
+        dies) and reports "warming up" until it answers."""
+        port = _free_port()
+        home = Path(settings.LOCAL_DIR) / "comfyui" / f"gpu-{i}"
+        # ComfyUI 0.3.75 exits at start when its base directory has no custom_nodes/ folder.
+        (home / "custom_nodes").mkdir(parents=True, exist_ok=True)
+        command = [
+            str(COMFYUI_PYTHON),
+            str(COMFYUI_SOURCE / "main.py"),
+            "--cpu",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--base-directory",
+            str(home),
+            "--database-url",
+            f"sqlite:///{home / 'comfyui.db'}",
+            "--disable-auto-launch",
+        ]
+        self.stdout.write(f"gpu-{i}: ComfyUI at http://127.0.0.1:{port} (log {home / 'comfyui.log'})")
+        return [
+            "--backend",
+            "comfyui",
+            "--comfyui-url",
+            f"http://127.0.0.1:{port}",
+            "--comfyui-command",
+            shlex.join(command),
+            "--comfyui-log",
+            str(home / "comfyui.log"),
+        ]
 
     def _environment(self, host: str, port: int) -> dict[str, str]:
         env = dict(os.environ)
@@ -176,9 +216,9 @@ class Command(BaseCommand):
             time.sleep(0.1)
         raise CommandError("The web server did not start; see its output above.")
 
-    def _print_logins(self) -> None:
+    def _print_logins(self, template_slug: str | None) -> None:
         path = Path(settings.LOCAL_DIR) / "demo-logins.txt"
-        logins = seed_demo()
+        logins = seed_demo(template_slug=template_slug)
         if logins:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("".join(f"{x.role:<11} {x.username:<12} {x.password}\n" for x in logins))
