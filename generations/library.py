@@ -233,7 +233,7 @@ LTX2 = BuiltIn(
     estimated_seconds=240,
     timeout_seconds=1800,
     requirements=(
-        "LTX-2 nodes (a ComfyUI newer than 0.3.64) and weights: checkpoints/ltx-2-19b-dev-fp8.safetensors, "
+        "LTX-2 nodes (a ComfyUI newer than 0.3.75) and weights: checkpoints/ltx-2-19b-dev-fp8.safetensors, "
         "text_encoders/gemma_3_12B_it_fp4_mixed.safetensors, loras/ltx-2-19b-distilled-lora-384.safetensors, "
         "latent_upscale_models/ltx-2-spatial-upscaler-x2-1.0.safetensors"
     ),
