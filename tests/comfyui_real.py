@@ -41,6 +41,16 @@ def require_installed() -> None:
     pytest.skip(message)
 
 
+def require_nodes(url: str, *classes: str) -> None:
+    """Skip the calling test when the server lacks a node class it needs: a server named by
+    COMFYUI_URL may not load ComfyUI's test nodes."""
+    import pytest
+
+    missing = [c for c in classes if httpx.get(f"{url}/object_info/{c}", timeout=30).json().get(c) is None]
+    if missing:
+        pytest.skip(f"the ComfyUI at {url} lacks {', '.join(missing)}")
+
+
 def free_port() -> int:
     import socket
 

@@ -86,7 +86,20 @@ class LiveStack:
     def start_conductor(self) -> None:
         self._spawn("conductor", [sys.executable, "manage.py", "conductor", "--block-ms", "200"])
 
-    def start_worker(self, name: str = "e2e-gpu-1", *, frame_delay: float = 0.0) -> None:
+    def start_worker(
+        self,
+        name: str = "e2e-gpu-1",
+        *,
+        frame_delay: float = 0.0,
+        backend: str = "synthetic",
+        comfyui_url: str | None = None,
+    ) -> None:
+        """A GPU worker on the `video` queue (the one every template of the tests names): the
+        synthetic backend, or `backend="comfyui"` driving the ComfyUI at `comfyui_url`."""
+        options = ["--synthetic-frame-delay", str(frame_delay)]
+        if backend == "comfyui":
+            assert comfyui_url, "the comfyui backend needs comfyui_url"
+            options = ["--comfyui-url", comfyui_url]
         self._spawn(
             name,
             [
@@ -99,9 +112,8 @@ class LiveStack:
                 "--queues",
                 "video",
                 "--backend",
-                "synthetic",
-                "--synthetic-frame-delay",
-                str(frame_delay),
+                backend,
+                *options,
             ],
         )
 
