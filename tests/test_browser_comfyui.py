@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -14,20 +13,10 @@ from accounts.models import User
 from generations import library
 from generations.models import Generation, Round
 from tests.live import LiveStack
+from tests.test_browser import ARGS, CHROMIUM
+from tests.test_browser_gallery import log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-PASSWORD = "a-real-password-9"
 
 # Every state the card shows, with its progress: a card can be swapped several times between two
 # polls, so the page records them itself.
@@ -77,17 +66,6 @@ def model_free_round(db: None) -> Round:
     rnd = Round.objects.create(title="Round 1", brief="One shot.", status=Round.Status.OPEN)
     rnd.templates.add(template)
     return rnd
-
-
-def log_in(page: Page, url: str, user: User) -> None:
-    # The server checks passwords with its own (default) hasher; few iterations keep it quick.
-    hasher = PBKDF2PasswordHasher()
-    user.password = hasher.encode(PASSWORD, hasher.salt(), iterations=1000)
-    user.save()
-    page.goto(url + "/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
 
 
 def test_a_model_free_generation_on_a_real_comfyui_plays_in_the_browser(
