@@ -1,4 +1,4 @@
-"""A small client for ComfyUI's HTTP + WebSocket API, as a real 0.3.64 server behaves.
+"""A small client for ComfyUI's HTTP + WebSocket API, as real 0.3.64 and 0.3.75 servers behave.
 
 What it knows about the server (see shared/comfyui/PROTOCOL.md): a 200 from ``POST /prompt`` may
 still carry ``node_errors``; ``/history/<id>`` is ``{}`` until the prompt has finished; outputs are
@@ -246,7 +246,7 @@ class ComfyClient:
 
     def connect(self, *, timeout: float = 5.0) -> ComfySocket:
         """Open ``/ws`` with our client id (and ask for previews with metadata, binary type 4)."""
-        from websockets.exceptions import InvalidHandshake
+        from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect
 
         try:
@@ -267,7 +267,10 @@ class ComfyClient:
                 connection.send(
                     json.dumps({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
                 )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        # WebSocketException, not just InvalidHandshake: a server that takes the TCP connection and
+        # drops it mid-handshake (restarting, or a proxy in front of it) raises ConnectionClosedError,
+        # which escaped here and failed the job as an internal error instead of a reconnect.
+        except (OSError, TimeoutError, WebSocketException) as exc:
             raise ComfyUnavailable(f"WebSocket {self.ws_url()}: {type(exc).__name__}: {exc}") from exc
         return ComfySocket(connection)
 

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 # The nodes' share of the progress bar; fetching outputs takes it to DOWNLOADED_PERCENT.
 RUN_PERCENT = 90.0
 DOWNLOADED_PERCENT = 95.0
+INTERRUPT_AGAIN_S = 0.5  # while stopping, how often the interrupt is sent again
 TICK_S = 0.2  # how often the follower looks at cancel, deadline and silence between messages
 DETAIL_LIMIT = 20000
 
@@ -188,12 +189,13 @@ class _Run:
         self.finished_nodes: set[str] = set()
         self.node: str | None = None
         self.node_value: tuple[float, float] | None = None
+        self.node_counts = False  # node_value is (step, steps), not a fraction in other units
         self.running = False  # our prompt is the one executing
         self.ending_at: float | None = None  # a terminal message came; executing{null} should follow
         self.done = False
         self.history: dict[str, Any] | None = None
         self.stopping: str | None = None  # "cancel" or "timeout"
-        self.stop_sent_at = 0.0
+        self.stop_sent_at = self.interrupt_sent_at = 0.0
         self.last_heard = time.monotonic()
         self.percent = 0.0
 
@@ -428,6 +430,10 @@ class _Run:
             self._enter_node(node_id)
         if isinstance(value, int | float) and isinstance(maximum, int | float) and maximum > 0:
             self.node_value = (float(value), float(maximum))
+            # Steps only when the node counts in ints (a sampler, a frame counter). TestSleep on a real
+            # server reports seconds as floats (0.0102 of 2.0 ... 2.0 of 2.0): its last tick is
+            # integral but it is no "step 2 of 2" after a run of percentages.
+            self.node_counts = isinstance(value, int) and isinstance(maximum, int)
         self._report_node()
 
     def _report_node(self) -> None:
@@ -444,7 +450,7 @@ class _Run:
         step = steps = None
         if self.node_value is not None:
             value, maximum = self.node_value
-            if value.is_integer() and maximum.is_integer():
+            if self.node_counts:
                 step, steps = int(value), int(maximum)
                 message += f": step {step} of {steps}"
             else:
@@ -468,7 +474,7 @@ class _Run:
             else:
                 return
             log.info("stopping prompt %s (%s)", self.prompt_id, self.stopping)
-            self.stop_sent_at = now
+            self.stop_sent_at = self.interrupt_sent_at = now
             self._stop_prompt()
             self._reconcile()
         elif now - self.stop_sent_at > self.backend.stop_grace:
@@ -478,6 +484,12 @@ class _Run:
                 "prompt %s did not stop within %.0f s; leaving it", self.prompt_id, self.backend.stop_grace
             )
             self.done = True
+        elif now - self.interrupt_sent_at >= INTERRUPT_AGAIN_S:
+            # ComfyUI lists a prompt as running a moment before it starts executing it, and
+            # starting clears the interrupt flag: an interrupt sent in between is lost. Again,
+            # until the prompt ends (a targeted interrupt of a prompt not running does nothing).
+            self.interrupt_sent_at = now
+            self.client.interrupt(self.prompt_id)
 
     def _stop_prompt(self) -> None:
         # Delete first: an interrupt only reaches a running prompt, a delete only a pending one.
