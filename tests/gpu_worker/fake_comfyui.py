@@ -300,6 +300,7 @@ class FakeComfyUI:
         self.files: dict[tuple[str, str, str], Path] = {}
         self.renamed: dict[tuple[str, str, str], tuple[str, str, str]] = {}
         self.counter = 0
+        self.lose_interrupts = 0  # how many of the next interrupts of the running prompt to ignore
         self._wake: asyncio.Event | None = None
         self._executor: asyncio.Task[None] | None = None
 
@@ -538,7 +539,12 @@ class FakeComfyUI:
         self._log(request, body)
         target = body.get("prompt_id")
         if self.running is not None and (target is None or target == self.running.prompt_id):
-            self.running.interrupted = True
+            if self.lose_interrupts > 0:
+                # As when the interrupt lands between ComfyUI taking the prompt off its queue and
+                # starting it, which clears the flag (seen in 0.3.75's source, not recorded).
+                self.lose_interrupts -= 1
+            else:
+                self.running.interrupted = True
         return web.Response(status=200)
 
     async def _get_history(self, request: web.Request) -> web.Response:

@@ -189,6 +189,19 @@ def test_it_interrupts_its_prompt_on_cancel(comfy: FakeComfyUI, tmp_path: Path) 
     assert comfy.history["workshop-g7-a2"]["status"]["messages"][-1][0] == "execution_interrupted"
 
 
+def test_it_interrupts_again_when_comfyui_lost_the_first_interrupt(
+    comfy: FakeComfyUI, tmp_path: Path
+) -> None:
+    recorded = comfy.plan("24_testpack_sleep_progress_and_interrupt#2").run
+    comfy.lose_interrupts = 1
+    sinks = Sinks(cancel_when=lambda s: any("TestSleep" in p[3] for p in s.progress))
+    with pytest.raises(JobCancelled):
+        render(comfy, tmp_path, recorded.workflow, sinks)
+    assert sinks.cancelled_at is not None and time.monotonic() - sinks.cancelled_at < 2.0
+    assert len(comfy.calls("POST", "/interrupt")) >= 2
+    assert comfy.history["workshop-g7-a2"]["status"]["messages"][-1][0] == "execution_interrupted"
+
+
 def test_it_interrupts_at_the_next_node_boundary(comfy: FakeComfyUI, tmp_path: Path) -> None:
     recorded = comfy.plan("14_interrupt_targeted", scale=0.1).run
     sinks = Sinks(cancel_when=lambda s: any("(ImageBlur)" in p[3] for p in s.progress))
