@@ -261,7 +261,11 @@ def test_it_renders_the_model_free_template_on_a_real_comfyui(tmp_path: Path, re
         stream = container.streams.video[0]
         assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 64, 48)
         assert sum(1 for _ in container.decode(stream)) == 9
-    assert "Node 4 of 4 (SaveVideo)" in messages(sinks)
+    # 4 nodes, or 3 when an earlier test left EmptyImage of this size in ComfyUI's cache.
+    assert [m for m in messages(sinks) if m.startswith("Node ")][-1] in (
+        "Node 4 of 4 (SaveVideo)",
+        "Node 3 of 3 (SaveVideo)",
+    )
 
 
 def test_it_fetches_every_output_of_one_prompt(tmp_path: Path, real_comfyui: str) -> None:
