@@ -20,7 +20,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -29,17 +28,15 @@ from gpu_worker import workflows  # noqa: E402
 from gpu_worker.backends import JobCancelled, JobContext, JobSpec  # noqa: E402
 from gpu_worker.backends.comfyui import ComfyUIBackend, prompt_id_for  # noqa: E402
 from gpu_worker.comfy import ComfyClient  # noqa: E402
-from tests.comfyui_real import RealComfyUI, installed  # noqa: E402
+from tests.comfyui_real import RealComfyUI, installed, with_sleep  # noqa: E402
 
 JOBS, CANCELS = 20, 5
 
 
-def sleepy_workflow(seed: int, seconds: float) -> dict[str, Any]:
-    workflow = workflows.model_free_video(seed=seed, frames=9, width=64, height=48, fps=8)
-    # TestSleep between the image and the noise: a node that takes time and checks for interrupts.
-    workflow["9"] = {"class_type": "TestSleep", "inputs": {"value": ["1", 0], "seconds": seconds}}
-    workflow["2"]["inputs"]["images"] = ["9", 0]
-    return workflow
+def small_job(generation_id: int, *, sleep: float = 0.0) -> JobSpec:
+    """A model-free job of its own seed (nothing cached), 64x48, 9 frames; optionally held in a TestSleep."""
+    workflow = workflows.model_free_video(seed=generation_id, frames=9, width=64, height=48, fps=8)
+    return JobSpec(generation_id, 1, "model-free", with_sleep(workflow, sleep) if sleep else workflow, {})
 
 
 class Canceller:
@@ -76,18 +73,11 @@ def main() -> None:
     start_id = random.randrange(10**6, 10**9)
     try:
         # One unmeasured job: the first one imports the video nodes' codecs.
-        warm = JobSpec(
-            start_id,
-            1,
-            "model-free",
-            workflows.model_free_video(seed=1, frames=9, width=64, height=48, fps=8),
-            {},
-        )
+        warm = small_job(start_id)
         backend.run(warm, JobContext(workdir=base))
         walls, comfys = [], []
         for i in range(1, JOBS + 1):
-            flow = workflows.model_free_video(seed=start_id + i, frames=9, width=64, height=48, fps=8)
-            job = JobSpec(start_id + i, 1, "model-free", flow, {})
+            job = small_job(start_id + i)
             began = time.monotonic()
             [output] = backend.run(job, JobContext(workdir=base))
             walls.append(time.monotonic() - began)
@@ -97,9 +87,7 @@ def main() -> None:
 
         frees, queues_empty = [], 0
         for i in range(1, CANCELS + 1):
-            job = JobSpec(
-                start_id + JOBS + i, 1, "model-free", sleepy_workflow(start_id + JOBS + i, 30.0), {}
-            )
+            job = small_job(start_id + JOBS + i, sleep=30.0)
             canceller = Canceller()
             ctx = JobContext(workdir=base, on_progress=canceller.progress, is_cancelled=canceller.cancelled)
             try:

@@ -10,23 +10,22 @@ at an interrupt).
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-SOURCE = Path(os.environ.get("COMFYUI_SOURCE", ROOT / ".comfyui"))
-PYTHON = Path(os.environ.get("COMFYUI_PYTHON", ROOT / ".venv-comfyui" / "bin" / "python"))
+from generations import localcomfy
+from generations.localcomfy import SOURCE, installed
+from tests.live import free_port
+
 TEST_NODES = SOURCE / "tests" / "execution" / "testing_nodes" / "testing-pack"
 WS_SAVE_NODE = SOURCE / "custom_nodes" / "websocket_image_save.py"
-
-
-def installed() -> bool:
-    return (SOURCE / "main.py").exists() and PYTHON.exists()
 
 
 def require_installed() -> None:
@@ -51,12 +50,13 @@ def require_nodes(url: str, *classes: str) -> None:
         pytest.skip(f"the ComfyUI at {url} lacks {', '.join(missing)}")
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def with_sleep(model_free: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The model-free workflow with ComfyUI's TestSleep between the noise and the video: a run that
+    lasts ``seconds``, reports progress and stops at an interrupt."""
+    workflow = copy.deepcopy(model_free)
+    workflow["5"] = {"class_type": "TestSleep", "inputs": {"value": ["2", 0], "seconds": seconds}}
+    workflow["3"]["inputs"]["images"] = ["5", 0]
+    return workflow
 
 
 class RealComfyUI:
@@ -70,32 +70,18 @@ class RealComfyUI:
         self.log_path = base / "comfyui.log"
 
     def command(self) -> list[str]:
-        return [
-            str(PYTHON),
-            str(SOURCE / "main.py"),
-            "--cpu",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--base-directory",
-            str(self.base),
-            "--database-url",
-            "sqlite:///:memory:",
-            "--disable-auto-launch",
-            *self.extra_args,
-        ]
+        database = "sqlite:///:memory:"  # nothing to keep, and no clash between servers
+        return [*localcomfy.command(port=self.port, home=self.base, database_url=database), *self.extra_args]
 
     def start(self, timeout: float = 120.0) -> RealComfyUI:
-        nodes = self.base / "custom_nodes"
-        nodes.mkdir(parents=True, exist_ok=True)
+        command = self.command()  # makes custom_nodes/
         for source in (TEST_NODES, WS_SAVE_NODE):
-            link = nodes / source.name
+            link = self.base / "custom_nodes" / source.name
             if not link.exists():
                 link.symlink_to(source)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.command(), cwd=SOURCE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, cwd=SOURCE, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -38,9 +38,7 @@ def model_free(db: None) -> WorkflowTemplate:
 def sleepy(db: None, tmp_path: Path) -> WorkflowTemplate:
     """The model-free template with ComfyUI's TestSleep between the noise and the video, installed
     by the same `template_install` as the built-ins: it runs long enough to be cancelled mid-run."""
-    workflow = library.workflow_load(library.MODEL_FREE.workflow_file)
-    workflow["5"] = {"class_type": "TestSleep", "inputs": {"value": ["2", 0], "seconds": SLEEP_SECONDS}}
-    workflow["3"]["inputs"]["images"] = ["5", 0]
+    workflow = comfyui_real.with_sleep(library.workflow_load(library.MODEL_FREE.workflow_file), SLEEP_SECONDS)
     path = tmp_path / "model_free_sleep.json"
     path.write_text(json.dumps(workflow))
     builtin = dataclasses.replace(

@@ -24,11 +24,11 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from generations import localcomfy
 from generations.demo import seed_demo
 from generations.library import MODEL_FREE
 
 BASE = Path(settings.BASE_DIR)
-COMFYUI_SOURCE, COMFYUI_PYTHON = BASE / ".comfyui", BASE / ".venv-comfyui" / "bin" / "python"
 
 
 def _free_port() -> int:
@@ -80,7 +80,7 @@ class Command(BaseCommand):
         if opts["comfyui"]:
             if opts["autoscale"]:
                 raise CommandError("--autoscale starts synthetic workers only; use one of the two.")
-            if not (COMFYUI_SOURCE / "main.py").exists() or not COMFYUI_PYTHON.exists():
+            if not localcomfy.installed():
                 raise CommandError("ComfyUI is not installed: run deploy/up.sh --comfyui, which installs it.")
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
@@ -133,22 +133,7 @@ class Command(BaseCommand):
         dies) and reports "warming up" until it answers."""
         port = _free_port()
         home = Path(settings.LOCAL_DIR) / "comfyui" / f"gpu-{i}"
-        # ComfyUI 0.3.75 exits at start when its base directory has no custom_nodes/ folder.
-        (home / "custom_nodes").mkdir(parents=True, exist_ok=True)
-        command = [
-            str(COMFYUI_PYTHON),
-            str(COMFYUI_SOURCE / "main.py"),
-            "--cpu",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--base-directory",
-            str(home),
-            "--database-url",
-            f"sqlite:///{home / 'comfyui.db'}",
-            "--disable-auto-launch",
-        ]
+        command = localcomfy.command(port=port, home=home, database_url=f"sqlite:///{home / 'comfyui.db'}")
         self.stdout.write(f"gpu-{i}: ComfyUI at http://127.0.0.1:{port} (log {home / 'comfyui.log'})")
         return [
             "--backend",
