@@ -58,7 +58,7 @@ class BuiltIn:
 
 
 # EmptyImage (frames = batch) -> ImageAddNoise -> CreateVideo -> SaveVideo h264: the recorded
-# `video_mp4_h264` workflow of shared/comfyui/model_free_workflows.json, which ran on a stock server.
+# `video_mp4_h264` workflow of tests/fixtures/comfyui/model_free_workflows.json, which ran on a stock server.
 MODEL_FREE_SPEC: list[dict[str, Any]] = [
     {
         "name": "seed",

@@ -1,6 +1,6 @@
 """A small client for ComfyUI's HTTP + WebSocket API, as real 0.3.64 and 0.3.75 servers behave.
 
-What it knows about the server (see shared/comfyui/PROTOCOL.md): a 200 from ``POST /prompt`` may
+What it knows about the server (see tests/fixtures/comfyui/PROTOCOL.md): a 200 from ``POST /prompt`` may
 still carry ``node_errors``; ``/history/<id>`` is ``{}`` until the prompt has finished; outputs are
 fetched through ``/view`` with filename, subfolder and type exactly as listed; ``/interrupt`` and
 ``POST /queue`` answer an empty 200 whatever they did; binary WebSocket frames are big-endian

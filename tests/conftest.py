@@ -71,7 +71,7 @@ def live_stack(transactional_db: None, settings, tmp_path):  # type: ignore[no-u
 
 @pytest.fixture(autouse=True)
 def _clean_redis(request: pytest.FixtureRequest) -> None:
-    # Tests own a Redis database of their own (REDIS_URL, db 9 by default).
+    # Each run owns a Redis database (REDIS_URL, else one claimed by tests/redis_db.py).
     if {"redis_conn", "live_stack"} & set(request.fixturenames):
         redis_lib.Redis.from_url(settings.REDIS_URL).flushdb()
 

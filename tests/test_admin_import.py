@@ -13,7 +13,7 @@ from generations.library import workflow_load
 from generations.models import WorkflowTemplate
 from generations.params import parse_spec
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 URL = "/admin/generations/workflowtemplate/import/"
 
 
@@ -100,7 +100,7 @@ def test_it_refuses_a_name_already_taken(admin_client: Client, template: Workflo
 
 def test_it_refuses_a_ui_format_upload_with_the_export_hint(admin_client: Client) -> None:
     response = upload(
-        admin_client, "ltx2.json", (SHARED / "templates" / "ltx2_text_to_video.json").read_bytes()
+        admin_client, "ltx2.json", (FIXTURES / "templates" / "ltx2_text_to_video.json").read_bytes()
     )
     assert response.status_code == 200
     assert "Workflow → Export (API)" in response.content.decode()

@@ -9,9 +9,9 @@ import pytest
 from generations.importer import WorkflowImportError, is_output_node, propose, workflow_parse
 from generations.library import LTX2, workflow_load
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui"
-MODEL_FREE = json.loads((SHARED / "model_free_workflows.json").read_text())
-USED = json.loads((SHARED / "workflows_used.json").read_text())
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
+MODEL_FREE = json.loads((FIXTURES / "model_free_workflows.json").read_text())
+USED = json.loads((FIXTURES / "workflows_used.json").read_text())
 
 
 def fields(workflow: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -101,7 +101,7 @@ def test_it_keeps_an_image_batch_out_of_frames_outside_a_video() -> None:
 
 
 def test_it_refuses_a_ui_format_file_with_the_export_hint() -> None:
-    raw = (SHARED / "templates" / "ltx2_text_to_video.json").read_bytes()
+    raw = (FIXTURES / "templates" / "ltx2_text_to_video.json").read_bytes()
     with pytest.raises(WorkflowImportError, match=r"Workflow → Export \(API\)"):
         workflow_parse(raw)
 

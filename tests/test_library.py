@@ -11,7 +11,7 @@ from generations.library import LTX2, MODEL_FREE, template_install, workflow_loa
 from generations.models import Round, WorkflowTemplate
 from generations.params import ParamsForm, parse_spec, resolve_workflow
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "comfyui"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 LTX2_VALUES = {
     "prompt": "a fox",
     "negative_prompt": "",
@@ -76,7 +76,7 @@ def test_it_refuses_an_odd_model_free_height() -> None:
 
 
 def test_it_keeps_every_active_node_and_link_of_the_reference() -> None:
-    ui = json.loads((SHARED / "templates" / "ltx2_text_to_video.json").read_text())
+    ui = json.loads((FIXTURES / "templates" / "ltx2_text_to_video.json").read_text())
     graph = ui["definitions"]["subgraphs"][0]
     api = workflow_load(LTX2.workflow_file)
     real = {
@@ -95,7 +95,7 @@ def test_it_keeps_every_active_node_and_link_of_the_reference() -> None:
 
 
 def test_it_gives_every_stock_node_its_required_inputs() -> None:
-    object_info = json.loads((SHARED / "object_info.json").read_text())
+    object_info = json.loads((FIXTURES / "object_info.json").read_text())
     for template in (MODEL_FREE, LTX2):
         for node_id, node in workflow_load(template.workflow_file).items():
             required = object_info.get(node["class_type"], {}).get("input", {}).get("required", {})

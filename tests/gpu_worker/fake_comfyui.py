@@ -1,4 +1,4 @@
-"""A fake ComfyUI 0.3.64 that replays what a real server did (``shared/comfyui/NN_*.json``).
+"""A fake ComfyUI 0.3.64 that replays what a real server did (``tests/fixtures/comfyui/NN_*.json``).
 
 Each recorded prompt becomes a ``Run``: the answer to ``POST /prompt`` (status and body), every
 WebSocket message the prompt's client got, in order and with the recorded gaps (binary preview
@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "comfyui"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
 INTERNAL_ERROR = "500 Internal Server Error\n\nServer got itself in trouble"
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 # The recorded runs a submitted workflow is matched against when no run was planned.
@@ -124,7 +124,7 @@ def noise_png(width: int, height: int) -> bytes:
 
 @functools.cache
 def load_trace(name: str) -> dict[str, Any]:
-    trace: dict[str, Any] = json.loads((SHARED / f"{name}.json").read_text())
+    trace: dict[str, Any] = json.loads((FIXTURES / f"{name}.json").read_text())
     return trace
 
 
@@ -183,7 +183,7 @@ def _items(window: list[dict[str, Any]], prompt_id: str, socket: str | None, sta
             if meta.get("prompt_id", prompt_id) != prompt_id or not inside:
                 continue
             saved = event.get("saved_to")
-            image = (SHARED / saved).read_bytes() if saved else noise_png(*event["image_size"])
+            image = (FIXTURES / saved).read_bytes() if saved else noise_png(*event["image_size"])
             items.append(
                 Item(event["t"] - last_t, image=image, image_type=meta.get("image_type", "image/png"))
             )
@@ -212,7 +212,7 @@ def _after(events: list[dict[str, Any]], prompt_id: str) -> tuple[dict[str, Any]
             elif event["path"] == "/view" and event.get("saved_to") and request is not None:
                 params = request.get("params") or {}
                 key = (params.get("type", "output"), params.get("subfolder", ""), params["filename"])
-                files[key] = SHARED / event["saved_to"]
+                files[key] = FIXTURES / event["saved_to"]
     return history, files
 
 
@@ -576,12 +576,13 @@ class FakeComfyUI:
 
     async def _object_info(self, request: web.Request) -> web.Response:
         self._log(request)
-        return web.Response(body=(SHARED / "object_info.json").read_bytes(), content_type="application/json")
+        body = (FIXTURES / "object_info.json").read_bytes()
+        return web.Response(body=body, content_type="application/json")
 
     async def _object_info_one(self, request: web.Request) -> web.Response:
         self._log(request)
         name = request.match_info["node_class"]
-        info = json.loads((SHARED / "object_info.json").read_text())
+        info = json.loads((FIXTURES / "object_info.json").read_text())
         return web.json_response({name: info[name]} if name in info else {})
 
     # --- execution ------------------------------------------------------------------------
@@ -725,7 +726,7 @@ class FakeComfyUI:
             new = original
         item["type"], item["subfolder"], item["filename"] = new
         source = job.plan.run.files.get(original) or _all_files().get(original)
-        stand_in = SHARED / STAND_INS.get(Path(item["filename"]).suffix.lower(), STAND_INS[".png"])
+        stand_in = FIXTURES / STAND_INS.get(Path(item["filename"]).suffix.lower(), STAND_INS[".png"])
         self.files[new] = source or stand_in
 
 

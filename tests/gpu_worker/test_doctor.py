@@ -13,12 +13,12 @@ import pytest
 from gpu_worker.doctor import run_doctor, workflow_classes
 
 from .conftest import ROOT
-from .fake_comfyui import SHARED, FakeComfyUI, load_trace
+from .fake_comfyui import FIXTURES, FakeComfyUI, load_trace
 
 if TYPE_CHECKING:
     from tests.gpu_worker.conftest import UploadServer
 
-LTX2 = SHARED / "templates" / "ltx2_text_to_video.json"
+LTX2 = FIXTURES / "templates" / "ltx2_text_to_video.json"
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ from __future__ import annotations
 from gpu_worker import protocol
 from gpu_worker.previews import PreviewForwarder, shrink
 
-from .fake_comfyui import SHARED, noise_png
+from .fake_comfyui import FIXTURES, noise_png
 
-PNG = (SHARED / "binary" / "08_progress_binary_metadata_ws_001.png").read_bytes()
+PNG = (FIXTURES / "binary" / "08_progress_binary_metadata_ws_001.png").read_bytes()
 
 
 def test_it_turns_a_preview_into_a_small_jpeg() -> None:
