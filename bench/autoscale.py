@@ -43,9 +43,10 @@ def run_burst(
     timeout: float = 50.0,
 ) -> dict[str, Any]:
     """Submit `jobs` at once and follow the fleet until it is back to 0; `stack` is not started yet."""
-    from generations import autoscale, services
-    from generations.localfleet import LocalFleet
+    from generations.fleet import autoscale
+    from generations.fleet.localfleet import LocalFleet
     from generations.models import Generation
+    from generations.queue import services
     from tests.live import ROOT as REPO
     from tests.live import WORKER_PYTHON
 

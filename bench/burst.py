@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """The burst after a demo, in virtual time: the real dispatch policy against plain FIFO.
 
-Runs generations.policy.plan (the conductor's own code) and FIFO through generations.simulate over the
+Runs generations.domain.policy.plan (the conductor's own code) and FIFO through
+generations.domain.simulate over the
 workshop scenarios: every filmmaker submits their whole batch right after the demo (submissions 0.4 ms
 apart, each filmmaker's batch contiguous), 4-minute jobs with +-25% jitter (seeded), a 60 s cold start on each
 worker's first job, workers pulling when idle on one queue.
@@ -31,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from generations.policy import BurstWindow, plan  # noqa: E402
-from generations.simulate import Policy, Reserving, burst, fifo, simulate, spread  # noqa: E402
+from generations.domain.policy import BurstWindow, plan  # noqa: E402
+from generations.domain.simulate import Policy, Reserving, all_at_once, fifo, simulate, spread  # noqa: E402
 
 JOB_TIME = 240.0  # seconds, the mean
 JITTER = 0.25
@@ -60,7 +61,7 @@ def measure(
     filmmakers: int, per: int, workers: int, policy: str, jitter: float, pass_delay: float, seed: int = SEED
 ) -> dict:
     # The same seed per scenario: every policy runs the very same durations.
-    jobs = burst(
+    jobs = all_at_once(
         filmmakers, per, job_time=JOB_TIME, jitter=jitter, rng=random.Random(seed + workers), spacing=SPACING
     )
     run = simulate(jobs, {"video": workers}, POLICIES[policy], cold_start=COLD_START, pass_delay=pass_delay)

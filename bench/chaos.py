@@ -50,8 +50,8 @@ class Plan:
 
 def run_chaos(stack: Any, conn: Any, owner: Any, rnd: Any, template: Any, plan: Plan) -> dict[str, Any]:
     """Submit, disrupt, wait; returns the figures. `stack` is a tests.live.LiveStack not started yet."""
-    from generations import services
     from generations.models import Generation
+    from generations.queue import services
 
     rng = random.Random(plan.seed)
     stack.env.update(CHAOS_ENV)

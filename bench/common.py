@@ -69,7 +69,7 @@ def live_stack(prefix: str) -> Any:
 
 def round_with_synthetic(title: str, *, quota: int = 15) -> tuple[Any, Any]:
     """(an open round offering the synthetic template, the template)."""
-    from generations.demo import synthetic_template
+    from generations.authoring.demo import synthetic_template
     from generations.models import Round
 
     template = synthetic_template()

@@ -47,7 +47,7 @@ def media_files() -> dict[str, object]:
     from django.core.files.base import ContentFile
     from django.core.files.storage import default_storage
 
-    from generations import media
+    from generations.dispatch import media
     from tests.media import make_video
 
     path = make_video(Path(os.environ["MEDIA_ROOT"]) / "source.mp4", frames=9, width=64, height=48)
@@ -148,7 +148,7 @@ def main() -> None:
     from django.test import Client
 
     from accounts.models import User
-    from generations.demo import synthetic_template
+    from generations.authoring.demo import synthetic_template
     from generations.models import Round, Take
 
     call_command("migrate", verbosity=0)

@@ -73,8 +73,8 @@ def main() -> None:
     from django.contrib.sessions.backends.db import SessionStore
 
     from accounts.models import User
-    from generations import services
     from generations.models import Generation
+    from generations.queue import services
     from gpu_worker import protocol
 
     owner = User.objects.create_user("bench", password=None)

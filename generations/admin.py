@@ -10,8 +10,19 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from .importer import ImportMapping, UploadForm, WorkflowImportError, propose, workflow_parse
-from .models import Announcement, Generation, QuotaTopUp, Round, Take, Worker, WorkflowTemplate, Workshop
+from generations.authoring.import_forms import ImportMapping, UploadForm
+from generations.authoring.importer import WorkflowImportError, propose, workflow_parse
+from generations.fleet.costs import worker_spend
+from generations.models import (
+    Announcement,
+    Generation,
+    QuotaTopUp,
+    Round,
+    Take,
+    Worker,
+    WorkflowTemplate,
+    Workshop,
+)
 
 
 @admin.register(WorkflowTemplate)
@@ -161,6 +172,4 @@ class WorkerAdmin(admin.ModelAdmin):
 
     @admin.display(description="Spend so far")
     def spend(self, obj: Worker) -> str:
-        from .costs import worker_spend
-
         return f"{worker_spend(obj):.2f}"

@@ -39,7 +39,7 @@ class WorkflowTemplate(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from .params import SpecError, parse_spec
+        from generations.authoring.params import SpecError, parse_spec
 
         if self.queue not in settings.RQ_QUEUE_NAMES:
             raise ValidationError(

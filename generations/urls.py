@@ -1,18 +1,13 @@
+"""Every page of the app, by capability: each sub-package keeps its own URLs."""
+
 from __future__ import annotations
 
-from django.urls import path
-
-from . import views
+from django.urls import include, path
 
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("rounds/<int:pk>/", views.round_detail, name="round"),
-    path("rounds/<int:pk>/generate", views.generation_submit, name="generation-submit"),
-    path("generations/<int:pk>/card", views.generation_card, name="generation-card"),
-    path("generations/<int:pk>/preview", views.generation_preview, name="generation-preview"),
-    path("generations/<int:pk>/cancel", views.generation_cancel, name="generation-cancel"),
-    path("generations/<int:pk>/retry", views.generation_retry, name="generation-retry"),
-    path("takes/<int:pk>/file", views.take_file, name="take-file"),
-    path("takes/<int:pk>/poster", views.take_poster, name="take-poster"),
-    path("api/uploads/<str:token>/<str:filename>", views.take_upload, name="take-upload"),
+    path("", include("generations.studio.urls")),
+    path("", include("generations.dispatch.urls")),
+    path("", include("generations.fleet.urls")),
+    path("", include("generations.instructor.urls")),
+    path("", include("generations.gallery.urls")),
 ]

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from generations import localcomfy
-from generations.localcomfy import SOURCE, installed
+from generations.fleet import localcomfy
+from generations.fleet.localcomfy import SOURCE, installed
 from tests.live import free_port
 
 TEST_NODES = SOURCE / "tests" / "execution" / "testing_nodes" / "testing-pack"

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.test import Client
 
 from accounts.models import User
-from generations.demo import synthetic_template
+from generations.authoring.demo import synthetic_template
 from generations.models import Generation, Round, WorkflowTemplate
 
 from . import comfyui_real
@@ -128,7 +128,7 @@ def valid_data(template: WorkflowTemplate) -> dict[str, str]:
 
 @pytest.fixture
 def generation(owner: User, open_round: Round, template: WorkflowTemplate) -> Generation:
-    from generations import services
+    from generations.queue import services
 
     params = {"prompt": "a lighthouse", "seed": 7, "frames": 9, "width": 64, "height": 64, "fps": 12}
     return services.generation_create(owner=owner, round_id=open_round.pk, template=template, params=params)

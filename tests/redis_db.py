@@ -47,14 +47,18 @@ def claim(conn: redis.Redis) -> int:
             return n
         owner = (conn.get(key) or b"").decode()
         # A dead run's claim: take it over, but only if nobody else did in the meantime.
-        if owner and not _alive(owner) and conn.eval(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-            "return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) else return false end",
-            1,
-            key,
-            owner,
-            me,
-            CLAIM_TTL_S,
+        if (
+            owner
+            and not _alive(owner)
+            and conn.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                "return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) else return false end",
+                1,
+                key,
+                owner,
+                me,
+                CLAIM_TTL_S,
+            )
         ):
             _claimed = (conn, key, me)
             return n

@@ -8,10 +8,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.forms import CheckboxInput, Select, SelectMultiple
 from django.test import Client
 
-from generations.importer import ImportMapping
-from generations.library import workflow_load
+from generations.authoring.import_forms import ImportMapping
+from generations.authoring.library import workflow_load
+from generations.authoring.params import parse_spec
 from generations.models import WorkflowTemplate
-from generations.params import parse_spec
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 URL = "/admin/generations/workflowtemplate/import/"
@@ -122,7 +122,7 @@ def test_it_refuses_staff_without_the_add_permission(instructor) -> None:  # typ
 
 
 def test_it_shows_the_requirements_on_the_change_page(admin_client: Client) -> None:
-    from generations.library import LTX2, template_install
+    from generations.authoring.library import LTX2, template_install
 
     template, _ = template_install(LTX2)
     page = admin_client.get(f"/admin/generations/workflowtemplate/{template.pk}/change/").content.decode()

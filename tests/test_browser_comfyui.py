@@ -10,7 +10,7 @@ from django.db import connections
 from playwright.sync_api import Page, expect, sync_playwright
 
 from accounts.models import User
-from generations import library
+from generations.authoring import library
 from generations.models import Generation, Round
 from tests.live import LiveStack
 from tests.test_browser import ARGS, CHROMIUM

@@ -13,7 +13,7 @@ from django.db import connections
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from accounts.models import User
-from generations import instructor as panel
+from generations.instructor import spotlight
 from generations.models import Round
 from tests.media import make_video
 from tests.test_browser import ARGS, CHROMIUM, PASSWORD
@@ -120,7 +120,7 @@ def test_it_switches_the_screen_to_the_spotlight(
         })"""
     )
     assert width == 64 and teacher.evaluate("window.__sameDocument") is True
-    assert panel.spotlight_current() == take
+    assert spotlight.spotlight_current() == take
 
 
 def test_it_streams_the_exports_through_daphne(live_stack, browser, owner, instructor, generation) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from generations import burst, eta, services
-from generations.conductor import Conductor
+from generations.dispatch.conductor import Conductor
+from generations.domain.policy import BurstWindow, Pending, plan
+from generations.instructor import lifecycle
 from generations.models import Generation, Round
-from generations.policy import BurstWindow, Pending, plan
+from generations.queue import eta, services
+from generations.queue import window as burst_window
 from gpu_worker.heartbeat import Heartbeat
 
 S = Generation.Status
@@ -35,7 +37,7 @@ def statuses(gens: list[Generation]) -> list[str]:
 def window(open_round, owner, other, settings) -> Round:
     settings.DISPATCH_PREFETCH = 0
     open_round.filmmakers.add(owner, other)
-    burst.burst_go(round=open_round)
+    burst_window.window_go(round=open_round)
     return open_round
 
 
@@ -61,15 +63,15 @@ def test_it_closes_early_once_everyone_started(window, owner, other, template, r
 def test_it_lets_the_instructor_close_it(window, owner, template, redis_conn) -> None:
     idle_workers(redis_conn, 4)
     gens = submit(owner, window, template, 3)
-    assert burst.burst_close(round=window)
+    assert burst_window.window_close(round=window)
     Conductor(connection=redis_conn).dispatch_once()
     assert statuses(gens) == [S.DISPATCHED] * 3
 
 
 def test_it_reopens_on_go(window, owner, template, redis_conn) -> None:
-    burst.burst_close(round=window)
-    burst.burst_go(round=window)
-    assert burst.window_of(window) is not None and burst.seconds_left(window) > 100
+    burst_window.window_close(round=window)
+    burst_window.window_go(round=window)
+    assert burst_window.window_of(window) is not None and burst_window.seconds_left(window) > 100
 
 
 def test_it_ends_by_itself(window, settings) -> None:
@@ -77,8 +79,8 @@ def test_it_ends_by_itself(window, settings) -> None:
         burst_opened_at=timezone.now() - timezone.timedelta(seconds=121)
     )
     window.refresh_from_db()
-    assert burst.seconds_left(window) == 0
-    caps, closed = burst.caps_now({}, {}, workers=4)
+    assert burst_window.seconds_left(window) == 0
+    caps, closed = burst_window.windows_update({}, {}, workers=4)
     assert caps == {} and closed == [window.pk]
 
 
@@ -115,7 +117,7 @@ def test_the_instructor_closes_the_window_from_the_room(client, instructor, wind
     client.force_login(instructor)
     client.post(f"/instructor/rounds/{window.pk}/burst-close")
     window.refresh_from_db()
-    assert window.burst_closed_at is not None and burst.window_of(window) is None
+    assert window.burst_closed_at is not None and burst_window.window_of(window) is None
 
 
 def test_a_filmmaker_cannot_press_go(owner_client, open_round) -> None:
@@ -125,8 +127,6 @@ def test_a_filmmaker_cannot_press_go(owner_client, open_round) -> None:
 
 
 def test_opening_a_round_opens_its_window(instructor, template) -> None:
-    from generations import instructor as panel
-
     rnd = Round.objects.create(title="R2", status=Round.Status.DRAFT)
-    panel.round_open(rnd=rnd)
-    assert burst.window_of(rnd) is not None
+    lifecycle.round_open(rnd=rnd)
+    assert burst_window.window_of(rnd) is not None

@@ -6,8 +6,8 @@ import pytest
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from generations import services
-from generations.conductor import GROUP, Conductor
+from generations.dispatch import attempts
+from generations.dispatch.conductor import GROUP, Conductor
 from generations.models import Generation
 from gpu_worker import protocol
 
@@ -68,7 +68,7 @@ def test_it_replays_events_left_unacknowledged_by_a_crash(redis_conn, generation
     first.dispatch_once()
     generation.refresh_from_db()
     emit(redis_conn, generation, "succeeded")
-    monkeypatch.setattr(services, "event_apply", lambda event: (_ for _ in ()).throw(RuntimeError("crash")))
+    monkeypatch.setattr(attempts, "event_apply", lambda event: (_ for _ in ()).throw(RuntimeError("crash")))
     with pytest.raises(RuntimeError):
         first.consume_once(block_ms=10)
     monkeypatch.undo()

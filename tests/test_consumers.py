@@ -8,7 +8,8 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
-from generations import notify, services
+from generations.dispatch import attempts
+from generations.live import groups
 from generations.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,7 +51,7 @@ def test_it_never_shows_another_filmmakers_generation(other, generation, redis_c
         comm = page(other, generation.round_id)
         await comm.connect()
         assert f"gen-{generation.pk}" not in await comm.receive_from(timeout=5)
-        await sync_to_async(notify.generation_changed)(
+        await sync_to_async(groups.generation_changed)(
             owner_id=generation.owner_id, generation_id=generation.pk
         )
         assert await comm.receive_nothing(timeout=0.3)
@@ -61,11 +62,11 @@ def test_it_never_shows_another_filmmakers_generation(other, generation, redis_c
 
 def test_it_pushes_the_card_rendered_from_the_database(owner, generation, redis_conn) -> None:
     def move() -> None:
-        services.generation_dispatch(generation=generation)
-        services.event_apply(
+        attempts.generation_dispatch(generation=generation)
+        attempts.event_apply(
             {"type": "progress", "generation_id": generation.pk, "attempt": 1, "percent": 42}
         )
-        notify.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
+        groups.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk)
 
     async def scenario() -> None:
         comm = page(owner, generation.round_id)

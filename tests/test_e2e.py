@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from generations import services
 from generations.models import Generation
+from generations.queue import services
 from gpu_worker import protocol
 from tests.live import wait_for
 from tests.media import count_frames

@@ -16,8 +16,9 @@ from django.test import Client
 from redis import Redis
 
 from accounts.models import User
-from generations import library, services
+from generations.authoring import library
 from generations.models import Generation, Round, WorkflowTemplate
+from generations.queue import services
 from gpu_worker import protocol
 from tests import comfyui_real
 from tests.live import LiveStack, wait_for

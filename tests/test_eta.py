@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from generations import eta, services
 from generations.models import Generation
+from generations.queue import eta, services
 from gpu_worker.heartbeat import Heartbeat
 
 S = Generation.Status

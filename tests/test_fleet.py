@@ -8,8 +8,10 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
-from generations import autoscale, costs, fleet, services
+from generations.fleet import autoscale, costs
+from generations.fleet import workers as fleet_workers
 from generations.models import Generation, Worker
+from generations.queue import services
 from gpu_worker.heartbeat import Heartbeat
 
 S = Generation.Status
@@ -29,7 +31,7 @@ def api(settings) -> Client:
 
 def test_it_records_who_a_worker_is(redis_conn, db) -> None:
     beat(redis_conn)
-    fleet.sync(redis_conn)
+    fleet_workers.sync(redis_conn)
     w = Worker.objects.get()
     assert (w.provider, float(w.price_per_hour), w.billing_seconds, w.gpu, w.state) == (
         "runpod-serverless",
@@ -51,7 +53,7 @@ def test_it_bills_online_time_in_whole_granules(redis_conn, db) -> None:
         online_seconds=601,
         busy_seconds=300,
     )
-    found = costs.spend()
+    found = costs.fleet_spend()
     assert round(found.total, 2) == 1.20 and found.utilisation == 300 / 601
 
 
@@ -99,7 +101,7 @@ def test_it_reports_the_queue(api, redis_conn, generation) -> None:
 
 def test_it_lists_the_workers(api, redis_conn, generation) -> None:
     beat(redis_conn, state="busy", job=f"gen-{generation.pk}-a1")
-    fleet.sync(redis_conn)
+    fleet_workers.sync(redis_conn)
     assert api.get("/api/workers").json() == [
         {
             "id": "w1",

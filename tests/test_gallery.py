@@ -20,8 +20,12 @@ from django.core.files.base import ContentFile
 from django.db import connection
 
 from accounts.models import User
-from generations import gallery, media, services
+from generations.dispatch import attempts, media, uploads
+from generations.gallery import compare, downloads, remix
+from generations.gallery import selectors as gallery
+from generations.gallery import services as gallery_services
 from generations.models import Generation, Round, Take
+from generations.queue import access, selectors, services
 from tests.conftest import make_user
 from tests.media import make_video
 
@@ -48,15 +52,15 @@ def make_take(
     frames, image = extra.pop("video_frames", 9), extra.pop("image", False)
     params = {"prompt": prompt, "seed": seed, "frames": 9, "width": 64, "height": 64, "fps": 12, **extra}
     g = services.generation_create(owner=owner, round_id=rnd.pk, template=rnd.templates.get(), params=params)
-    services.generation_dispatch(generation=g)
-    token = services.upload_url(generation=g).rstrip("/").rsplit("/", 1)[1]
+    attempts.generation_dispatch(generation=g)
+    token = uploads.upload_url(generation=g).rstrip("/").rsplit("/", 1)[1]
     name, data, content_type = (
         ("still.png", png_bytes(), "image/png") if image else ("take.mp4", video_bytes(frames), "video/mp4")
     )
-    take = services.take_store(token=token, filename=name, chunks=[data], content_type=content_type)
-    services.event_apply({"type": "succeeded", "generation_id": g.pk, "attempt": g.attempt})
+    take = uploads.take_store(token=token, filename=name, chunks=[data], content_type=content_type)
+    attempts.event_apply({"type": "succeeded", "generation_id": g.pk, "attempt": g.attempt})
     Take.objects.filter(pk=take.pk).update(circled=circled)
-    return gallery.current_takes().get(pk=take.pk)
+    return access.current_takes().get(pk=take.pk)
 
 
 def new_round(template, title: str = "Round 2", **fields) -> Round:
@@ -80,25 +84,27 @@ def test_it_makes_a_thumbnail_of_an_image_take(owner, open_round) -> None:
 def test_it_circles_up_to_the_rounds_limit(owner, open_round) -> None:
     Round.objects.filter(pk=open_round.pk).update(circle_limit=2)
     a, b, c = (make_take(owner, open_round, seed=i) for i in range(3))
-    assert gallery.take_circle(take=a, circled=True) and gallery.take_circle(take=b, circled=True)
-    with pytest.raises(gallery.CircleRefused, match="at most 2 takes in “Round 1”"):
-        gallery.take_circle(take=c, circled=True)
+    assert gallery_services.take_circle(take=a, circled=True) and gallery_services.take_circle(
+        take=b, circled=True
+    )
+    with pytest.raises(gallery_services.CircleRefused, match="at most 2 takes in “Round 1”"):
+        gallery_services.take_circle(take=c, circled=True)
     assert Take.objects.filter(circled=True).count() == 2
 
 
 def test_it_frees_a_place_when_a_take_is_uncircled(owner, open_round) -> None:
     Round.objects.filter(pk=open_round.pk).update(circle_limit=1)
     a, b = make_take(owner, open_round, circled=True), make_take(owner, open_round)
-    gallery.take_circle(take=a, circled=False)
-    assert gallery.take_circle(take=b, circled=True)
+    gallery_services.take_circle(take=a, circled=False)
+    assert gallery_services.take_circle(take=b, circled=True)
     assert list(Take.objects.filter(circled=True)) == [b]
 
 
 def test_it_counts_the_limit_per_filmmaker_and_round(owner, other, open_round, template) -> None:
     Round.objects.filter(pk=open_round.pk).update(circle_limit=1)
     make_take(owner, open_round, circled=True)
-    assert gallery.take_circle(take=make_take(other, open_round), circled=True)
-    assert gallery.take_circle(take=make_take(owner, new_round(template)), circled=True)
+    assert gallery_services.take_circle(take=make_take(other, open_round), circled=True)
+    assert gallery_services.take_circle(take=make_take(owner, new_round(template)), circled=True)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -110,8 +116,8 @@ def test_it_holds_the_limit_when_two_tabs_circle_at_once(owner, open_round) -> N
     def circle(take: Take) -> None:
         barrier.wait()
         try:
-            outcomes.append(gallery.take_circle(take=take, circled=True))
-        except gallery.CircleRefused:
+            outcomes.append(gallery_services.take_circle(take=take, circled=True))
+        except gallery_services.CircleRefused:
             outcomes.append(False)
         finally:
             connection.close()
@@ -123,35 +129,35 @@ def test_it_holds_the_limit_when_two_tabs_circle_at_once(owner, open_round) -> N
 
 def test_it_saves_a_note_and_refuses_a_long_one(owner, open_round) -> None:
     take = make_take(owner, open_round)
-    gallery.take_note_set(take=take, note="  the keeper  ")
-    with pytest.raises(gallery.NoteRefused, match="at most 500"):
-        gallery.take_note_set(take=take, note="x" * 501)
+    gallery_services.take_note_set(take=take, note="  the keeper  ")
+    with pytest.raises(gallery_services.NoteRefused, match="at most 500"):
+        gallery_services.take_note_set(take=take, note="x" * 501)
     assert Take.objects.get(pk=take.pk).note == "the keeper"
 
 
 def test_it_shows_another_filmmaker_only_circled_takes_of_a_shared_round(owner, other, open_round) -> None:
     circled, plain = make_take(owner, open_round, circled=True), make_take(owner, open_round)
-    assert not gallery.takes_visible_to(other).exists()
+    assert not access.takes_visible_to(other).exists()
     Round.objects.filter(pk=open_round.pk).update(gallery_shared=True)
-    assert list(gallery.takes_visible_to(other)) == [circled]
-    assert plain in gallery.takes_visible_to(owner)
+    assert list(access.takes_visible_to(other)) == [circled]
+    assert plain in access.takes_visible_to(owner)
 
 
 def test_it_shares_a_closed_rounds_circled_takes(owner, other, open_round) -> None:
     take = make_take(owner, open_round, circled=True)
     Round.objects.filter(pk=open_round.pk).update(status=Round.Status.CLOSED)
-    assert gallery.take_visible_to(other, take.pk) == take
+    assert access.take_visible_to(other, take.pk) == take
 
 
 def test_it_shows_an_instructor_every_take(owner, instructor, open_round) -> None:
     take = make_take(owner, open_round)
-    assert gallery.take_visible_to(instructor, take.pk) == take
+    assert access.take_visible_to(instructor, take.pk) == take
 
 
 def test_it_never_counts_the_takes_of_a_lost_attempt(owner, open_round) -> None:
     take = make_take(owner, open_round)
     Generation.objects.filter(pk=take.generation_id).update(attempt=2)
-    assert not gallery.current_takes().filter(pk=take.pk).exists()
+    assert not access.current_takes().filter(pk=take.pk).exists()
 
 
 def test_it_lists_only_my_section_of_an_unshared_round(owner, other, open_round) -> None:
@@ -198,7 +204,7 @@ def test_it_filters_circled_and_sorts_oldest_first(owner, open_round) -> None:
 def test_it_compares_takes_and_tells_what_differs(owner, open_round) -> None:
     a = make_take(owner, open_round, prompt="a fox", seed=1)
     b = make_take(owner, open_round, prompt="a fox at dusk", seed=2)
-    comparison = gallery.compare(owner, [str(b.pk), str(a.pk)])
+    comparison = compare.compare(owner, [str(b.pk), str(a.pk)])
     assert comparison.takes == [b, a]
     assert [r.label for r in comparison.differing] == ["Prompt", "Seed"]
     assert "Frames" in [r.label for r in comparison.same]
@@ -207,16 +213,16 @@ def test_it_compares_takes_and_tells_what_differs(owner, open_round) -> None:
 @pytest.mark.parametrize("count", [1, 5])
 def test_it_compares_two_to_four_takes(owner, open_round, count) -> None:
     ids = [str(make_take(owner, open_round, seed=i).pk) for i in range(count)]
-    with pytest.raises(gallery.CompareRefused, match="Pick 2 to 4"):
-        gallery.compare(owner, ids)
+    with pytest.raises(compare.CompareRefused, match="Pick 2 to 4"):
+        compare.compare(owner, ids)
 
 
 def test_it_builds_a_remix_link_with_a_new_or_the_same_seed(owner, open_round) -> None:
     take = make_take(owner, open_round, prompt="a fox", seed=42)
-    new = urlsplit(gallery.remix_url(user=owner, take=take, same_seed=False))
+    new = urlsplit(remix.remix_url(user=owner, take=take, same_seed=False))
     assert new.path == f"/rounds/{open_round.pk}/" and new.fragment == "submit-form"
     assert parse_qs(new.query)["prompt"] == ["a fox"] and "seed" not in parse_qs(new.query)
-    same = parse_qs(urlsplit(gallery.remix_url(user=owner, take=take, same_seed=True)).query)
+    same = parse_qs(urlsplit(remix.remix_url(user=owner, take=take, same_seed=True)).query)
     assert same["seed"] == ["42"] and same["template"] == [open_round.templates.get().slug]
 
 
@@ -224,18 +230,18 @@ def test_it_remixes_into_the_open_round_when_the_takes_round_is_closed(owner, op
     take = make_take(owner, open_round)
     Round.objects.filter(pk=open_round.pk).update(status=Round.Status.CLOSED)
     now = new_round(template, title="Round 2")
-    assert gallery.remix_url(user=owner, take=take, same_seed=False).startswith(f"/rounds/{now.pk}/?")
+    assert remix.remix_url(user=owner, take=take, same_seed=False).startswith(f"/rounds/{now.pk}/?")
 
 
 def test_it_reads_initial_values_only_from_a_remix_link(template) -> None:
-    assert gallery.remix_initial({"prompt": "a fox"}, template) == {}
-    initial = gallery.remix_initial({"remix": "3", "prompt": "a fox", "frames": "17", "evil": "1"}, template)
+    assert remix.remix_initial({"prompt": "a fox"}, template) == {}
+    initial = remix.remix_initial({"remix": "3", "prompt": "a fox", "frames": "17", "evil": "1"}, template)
     assert initial == {"prompt": "a fox", "frames": "17"}
 
 
 def test_it_zips_my_circled_takes_with_a_manifest(owner, open_round) -> None:
     circled, _ = make_take(owner, open_round, circled=True, prompt="=cmd"), make_take(owner, open_round)
-    data = b"".join(gallery.zip_stream(gallery.circled_takes(owner)))
+    data = b"".join(downloads.circled_zip(selectors.circled_takes_of(owner)))
     archive = zipfile.ZipFile(io.BytesIO(data))
     name = f"round-1-r{open_round.pk}/g{circled.generation_id}-seed7-take.mp4"
     assert archive.namelist() == [name, "takes.csv"] and archive.testzip() is None
@@ -249,7 +255,7 @@ def test_it_streams_a_large_zip_in_flat_memory(owner, open_round) -> None:
     for take in takes:  # 3 × 8 MB of incompressible bytes
         take.file.save("big.mp4", ContentFile(os.urandom(8 * 1024 * 1024)), save=True)
     tracemalloc.start()
-    size = sum(len(chunk) for chunk in gallery.zip_stream(gallery.circled_takes(owner)))
+    size = sum(len(chunk) for chunk in downloads.circled_zip(selectors.circled_takes_of(owner)))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert size > 24 * 1024 * 1024 and peak < 2 * 1024 * 1024, peak
@@ -257,9 +263,9 @@ def test_it_streams_a_large_zip_in_flat_memory(owner, open_round) -> None:
 
 def test_it_writes_a_csv_of_every_generation_of_mine(owner, other, open_round, generation) -> None:
     take = make_take(owner, open_round, circled=True, prompt="@sum")
-    gallery.take_note_set(take=take, note="keeper")
+    gallery_services.take_note_set(take=take, note="keeper")
     make_take(other, open_round)
-    rows = list(csv.DictReader(io.StringIO(gallery.generations_csv(owner))))
+    rows = list(csv.DictReader(io.StringIO(downloads.generations_csv(owner))))
     assert [(r["generation"], r["status"]) for r in rows] == [
         (str(generation.pk), "queued"),
         (str(take.generation_id), "succeeded"),
@@ -270,7 +276,7 @@ def test_it_writes_a_csv_of_every_generation_of_mine(owner, other, open_round, g
 def test_it_lists_a_contact_sheet_of_my_takes_by_round(owner, other, open_round, template) -> None:
     mine = make_take(owner, open_round, circled=True)
     make_take(owner, open_round), make_take(other, open_round, circled=True)
-    sections = gallery.contact_sheet(owner, gallery.Filters(circled=True))
+    sections = downloads.contact_sheet(owner, gallery.Filters(circled=True))
     assert [(s.round, s.takes) for s in sections] == [(open_round, [mine])]
 
 

@@ -11,7 +11,8 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
-from generations import gallery, notify
+from generations.gallery import services as gallery_services
+from generations.live import groups
 from generations.models import Round
 from generations.routing import websocket_urlpatterns
 from tests.test_gallery import make_take
@@ -55,7 +56,7 @@ def test_it_pushes_a_finished_take_into_its_rounds_section(owner, open_round, re
         comm = socket(owner, "/ws/gallery/")
         assert (await comm.connect())[0]
         take = await sync_to_async(make_take)(owner, open_round, prompt="a heron")
-        await sync_to_async(notify.generation_changed)(owner_id=owner.pk, generation_id=take.generation_id)
+        await sync_to_async(groups.generation_changed)(owner_id=owner.pk, generation_id=take.generation_id)
         html = await comm.receive_from(timeout=5)
         assert (
             f'id="mine-r{open_round.pk}-tiles"' in html
@@ -75,8 +76,7 @@ def test_it_pushes_a_circle_to_every_open_page_of_the_owner(owner, open_round, r
         for page in pages:
             assert (await page.connect())[0]
         await pages[1].receive_from(timeout=5)  # the compare page's current controls
-        await sync_to_async(gallery.take_circle)(take=take, circled=True)
-        await sync_to_async(gallery.notify_take_changed)(take)
+        await sync_to_async(gallery_services.take_circle)(take=take, circled=True)
         for page in pages:
             html = await page.receive_from(timeout=5)
             assert f'id="actions-{take.pk}" class="g-actions is-circled"' in html
@@ -92,8 +92,7 @@ def test_it_updates_the_circled_count_of_the_section(owner, open_round, redis_co
     async def scenario() -> None:
         comm = socket(owner, "/ws/gallery/")
         assert (await comm.connect())[0]
-        await sync_to_async(gallery.take_circle)(take=take, circled=True)
-        await sync_to_async(gallery.notify_take_changed)(take)
+        await sync_to_async(gallery_services.take_circle)(take=take, circled=True)
         html = await comm.receive_from(timeout=5)
         assert f'id="mine-r{open_round.pk}-head"' in html and "1 of 3 circled" in html
         await comm.disconnect()
@@ -110,7 +109,6 @@ def test_it_never_pushes_another_filmmakers_take(owner, other, open_round, redis
         html = await comm.receive_from(timeout=5)
         assert "Not shared yet" in html and f'id="shared-r{open_round.pk}-u{owner.pk}"' in html
         assert f"tile-{take.pk}" not in html and "a lighthouse" not in html
-        await sync_to_async(gallery.notify_take_changed)(take)
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
 
@@ -125,7 +123,7 @@ def test_it_pushes_the_shared_gallery_once_the_round_is_shared(owner, other, ope
         assert (await comm.connect())[0]
         await comm.receive_from(timeout=5)
         await sync_to_async(Round.objects.filter(pk=open_round.pk).update)(gallery_shared=True)
-        await sync_to_async(gallery.notify_round_gallery_changed)(open_round.pk)
+        await sync_to_async(groups.round_gallery_changed)(round_id=open_round.pk)
         html = await comm.receive_from(timeout=5)
         assert html.lstrip().startswith('<div id="shared-body">') and f'id="tile-{take.pk}"' in html
         assert "by <strong" in html and "Add a note" not in html
@@ -140,9 +138,8 @@ def test_it_ignores_what_other_pages_hear_on_the_same_group(owner, open_round, r
     async def scenario() -> None:
         comm = socket(owner, "/ws/gallery/")
         assert (await comm.connect())[0]
-        await get_channel_layer().group_send(notify.user_group(owner.pk), {"type": "something.else"})
-        await sync_to_async(gallery.take_note_set)(take=take, note="still here")
-        await sync_to_async(gallery.notify_take_changed)(take)
+        await get_channel_layer().group_send(groups.user_group(owner.pk), {"type": "something.else"})
+        await sync_to_async(gallery_services.take_note_set)(take=take, note="still here")
         assert 'value="still here"' in await comm.receive_from(timeout=5)
         await comm.disconnect()
 
@@ -155,7 +152,7 @@ def test_it_sends_nothing_to_a_page_filtered_to_another_round(owner, open_round,
     async def scenario() -> None:
         comm = socket(owner, "/ws/gallery/?round=999999")
         assert (await comm.connect())[0]
-        await sync_to_async(gallery.notify_take_changed)(take)
+        await sync_to_async(groups.take_changed)(take_id=take.pk, owner_id=owner.pk, round_id=open_round.pk)
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
 

@@ -13,7 +13,8 @@ from django.test import AsyncClient, Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from generations import gallery
+from generations.gallery import selectors as gallery
+from generations.gallery import services as gallery_services
 from generations.models import Generation, Round, Take
 from tests.test_gallery import make_take, new_round
 
@@ -225,7 +226,7 @@ def test_it_streams_the_zip_chunk_by_chunk_under_asgi(owner, open_round) -> None
 
 
 def test_it_prints_a_contact_sheet(owner_client, owner, open_round, take) -> None:
-    gallery.take_note_set(take=take, note="opening shot")
+    gallery_services.take_note_set(take=take, note="opening shot")
     html = owner_client.get(reverse("gallery-contact-sheet"), {"round": open_round.pk}).content.decode()
     assert "a red kite over the cliffs" in html and "seed 31" in html and "opening shot" in html
     assert f"/gallery/takes/{take.pk}/thumb" in html and "frames 9" in html and "data-print" in html

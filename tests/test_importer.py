@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from generations.importer import WorkflowImportError, is_output_node, propose, workflow_parse
-from generations.library import LTX2, workflow_load
+from generations.authoring.importer import WorkflowImportError, is_output_node, propose, workflow_parse
+from generations.authoring.library import LTX2, workflow_load
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 MODEL_FREE = json.loads((FIXTURES / "model_free_workflows.json").read_text())

@@ -15,9 +15,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import User
-from generations import instructor as panel
-from generations import selectors, services
+from generations.dispatch import attempts
+from generations.fleet import costs
+from generations.instructor import announcements, briefs, lifecycle, room, spotlight, workshop
 from generations.models import Announcement, Generation, Round, Take, WorkflowTemplate, Workshop
+from generations.queue import quota, services
 
 S = Generation.Status
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
@@ -30,7 +32,7 @@ def submit(owner: User, rnd: Round, template: WorkflowTemplate, prompt: str = "a
 
 def finish(g: Generation, *, seconds: float = 60, circled: bool = False, content: bytes = b"mp4") -> Take:
     """Dispatch, run for `seconds` and succeed with one take (a small stand-in file)."""
-    services.generation_dispatch(generation=g)
+    attempts.generation_dispatch(generation=g)
     take = Take(generation=g, attempt=g.attempt, filename="take.mp4", kind="video", content_type="video/mp4")
     take.size, take.circled = len(content), circled
     take.file.save("take.mp4", ContentFile(content), save=False)
@@ -81,23 +83,23 @@ def test_it_opens_pauses_and_resumes_a_round(instructor_client, open_round) -> N
 def test_it_refuses_new_submissions_in_a_paused_round_but_keeps_the_queue(
     owner, open_round, template, generation
 ) -> None:
-    panel.round_pause(rnd=open_round)
+    lifecycle.round_pause(rnd=open_round)
     with pytest.raises(services.SubmissionRefused, match="paused"):
         submit(owner, open_round, template)
     assert Generation.objects.get().status == S.QUEUED
 
 
 def test_it_refuses_a_transition_the_state_does_not_allow(open_round) -> None:
-    panel.round_close(rnd=open_round)
-    with pytest.raises(panel.PanelRefused, match="closed: it cannot be paused"):
-        panel.round_pause(rnd=open_round)
+    lifecycle.round_close(rnd=open_round)
+    with pytest.raises(workshop.PanelRefused, match="closed: it cannot be paused"):
+        lifecycle.round_pause(rnd=open_round)
 
 
 def test_it_says_how_many_queued_jobs_closing_cancels(
     instructor_client, owner, other, open_round, template
 ) -> None:
     submit(owner, open_round, template), submit(other, open_round, template)
-    services.generation_dispatch(generation=submit(owner, open_round, template))
+    attempts.generation_dispatch(generation=submit(owner, open_round, template))
     html = instructor_client.get(reverse("instructor-round-close", args=[open_round.pk])).content.decode()
     assert "cancels <strong>2 queued jobs</strong>" in html and "1 running job finishes" in html
     assert Round.objects.get().status == Round.Status.OPEN
@@ -108,7 +110,7 @@ def test_it_closes_a_round_and_cancels_its_queued_jobs_only(
 ) -> None:
     queued = submit(owner, open_round, template)
     running = submit(owner, open_round, template)
-    services.generation_dispatch(generation=running)
+    attempts.generation_dispatch(generation=running)
     response = post(instructor_client, "instructor-round-close", open_round.pk)
     assert response.status_code == 302 and Round.objects.get().status == Round.Status.CLOSED
     assert Generation.objects.get(pk=queued.pk).status == S.CANCELLED
@@ -127,7 +129,7 @@ def test_it_reloads_the_page_after_an_htmx_lifecycle_action(instructor_client, o
 def test_it_tops_up_a_filmmakers_quota(instructor_client, instructor, owner, open_round) -> None:
     response = post(instructor_client, "instructor-top-up", open_round.pk, owner.pk, amount="5")
     assert response.status_code == 200 and 'id="room-live"' in response.content.decode()
-    assert selectors.quota_for(owner, open_round).total == open_round.quota + 5
+    assert quota.quota_for(owner, open_round).total == open_round.quota + 5
     assert open_round.top_ups.get().granted_by == instructor
 
 
@@ -157,7 +159,7 @@ def test_it_counts_each_filmmakers_jobs(owner, other, open_round, template) -> N
     submit(owner, open_round, template)
     finish(submit(owner, open_round, template), circled=True)
     services.generation_cancel(generation=submit(owner, open_round, template))
-    row = next(r for r in panel.room_filmmakers(open_round) if r.user == owner)
+    row = next(r for r in room.room_filmmakers(open_round) if r.user == owner)
     assert (row.queued, row.running, row.done, row.circled, row.quota.left) == (
         1,
         0,
@@ -165,7 +167,7 @@ def test_it_counts_each_filmmakers_jobs(owner, other, open_round, template) -> N
         1,
         open_round.quota - 2,
     )
-    assert other in [r.user for r in panel.room_filmmakers(open_round)]
+    assert other in [r.user for r in room.room_filmmakers(open_round)]
 
 
 def test_it_lists_the_gpu_workers_from_their_heartbeats(generation, redis_conn) -> None:
@@ -174,13 +176,13 @@ def test_it_lists_the_gpu_workers_from_their_heartbeats(generation, redis_conn) 
     beat = {"name": "gpu-7", "state": "busy", "queues": "video", "generation_id": generation.pk, "attempt": 1}
     redis_conn.hset(protocol.worker_key("gpu-7"), mapping={**beat, "ts": timezone.now().timestamp()})
     redis_conn.sadd(protocol.WORKERS_SET, "gpu-7")
-    [worker] = panel.room_workers(redis_conn)
+    [worker] = room.room_workers(redis_conn)
     assert (worker.name, worker.state, worker.generation) == ("gpu-7", "busy", generation) and worker.age < 5
 
 
 def test_it_estimates_the_time_to_drain_the_queue(owner, open_round, template, redis_conn) -> None:
     submit(owner, open_round, template), submit(owner, open_round, template)
-    state = panel.room_state(open_round)
+    state = room.room_state(open_round)
     # No warm worker: a cold start, then two jobs of the template's estimate one after the other.
     assert state["drain_seconds"] >= 2 * template.estimated_seconds
 
@@ -192,12 +194,12 @@ def test_it_prices_gpu_seconds_of_finished_and_running_jobs(settings, owner, ope
     settings.GPU_PRICE_PER_HOUR = "3.6"
     finish(submit(owner, open_round, template), seconds=1000)
     running = submit(owner, open_round, template)
-    services.generation_dispatch(generation=running)
+    attempts.generation_dispatch(generation=running)
     Generation.objects.filter(pk=running.pk).update(
         status=S.RUNNING, started_at=timezone.now() - timedelta(seconds=500)
     )
     submit(owner, open_round, template)  # queued: costs nothing yet
-    spend = panel.spend_for(Workshop.objects.create(name="Day", gpu_budget=Decimal("3")))
+    spend = costs.spend_for(Workshop.objects.create(name="Day", gpu_budget=Decimal("3")))
     assert 1499 < spend.gpu_seconds < 1510 and spend.cost == Decimal("1.50") and spend.percent == 50
 
 
@@ -216,9 +218,11 @@ def test_it_saves_the_workshop_record(instructor_client) -> None:
 def test_it_announces_and_withdraws(instructor_client, instructor) -> None:
     post(instructor_client, "instructor-announce", text="  Lunch   in ten minutes ")
     announcement = Announcement.objects.get()
-    assert announcement.text == "Lunch in ten minutes" and panel.announcements_active() == [announcement]
+    assert announcement.text == "Lunch in ten minutes" and announcements.announcements_active() == [
+        announcement
+    ]
     post(instructor_client, "instructor-announcement-withdraw", announcement.pk)
-    assert panel.announcements_active() == []
+    assert announcements.announcements_active() == []
 
 
 def test_it_refuses_an_empty_announcement(instructor_client) -> None:
@@ -230,7 +234,7 @@ def test_it_puts_any_take_in_the_spotlight(instructor_client, generation) -> Non
     take = finish(generation)
     response = post(instructor_client, "instructor-spotlight", take.pk)
     assert response.status_code == 200 and 'id="spotlight-now"' in response.content.decode()
-    assert panel.spotlight_current() == take
+    assert spotlight.spotlight_current() == take
     html = instructor_client.get(reverse("screen")).content.decode()
     assert reverse("take-file", args=[take.pk]) in html and generation.prompt in html
 
@@ -239,13 +243,13 @@ def test_it_steps_through_the_rounds_circled_takes(owner, other, open_round, tem
     first = finish(submit(owner, open_round, template), circled=True)
     finish(submit(owner, open_round, template))  # not circled: skipped
     second = finish(submit(other, open_round, template), circled=True)
-    steps = [panel.spotlight_next(rnd=open_round) for _ in range(3)]
+    steps = [spotlight.spotlight_next(rnd=open_round) for _ in range(3)]
     assert steps == [first, second, first]
 
 
 def test_it_says_when_there_is_no_circled_take(instructor_client, open_round) -> None:
     response = post(instructor_client, "instructor-spotlight-next", open_round.pk)
-    assert response.status_code == 422 and panel.spotlight_current() is None
+    assert response.status_code == 422 and spotlight.spotlight_current() is None
 
 
 # --- The brief's reference images ------------------------------------------------------------
@@ -257,7 +261,7 @@ def test_it_stores_reference_images_and_serves_them_to_filmmakers(
     data = {"title": "R", "brief": "B", "templates": [template.pk], "quota": 3, "circle_limit": 1}
     image = SimpleUploadedFile("mood board.png", PNG, content_type="image/png")
     post(instructor_client, "instructor-round-edit", open_round.pk, images=image, **data)
-    assert panel.brief_images(open_round) == ["mood_board.png"]
+    assert briefs.brief_images(open_round) == ["mood_board.png"]
     response = owner_client.get(reverse("round-brief-image", args=[open_round.pk, "mood_board.png"]))
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     assert b"".join(response.streaming_content) == PNG
@@ -265,13 +269,13 @@ def test_it_stores_reference_images_and_serves_them_to_filmmakers(
 
 def test_it_refuses_a_file_that_is_not_the_image_it_claims(open_round) -> None:
     fake = SimpleUploadedFile("x.png", b"<html><script>alert(1)</script>", content_type="image/png")
-    with pytest.raises(panel.PanelRefused, match="not a PNG image"):
-        panel.brief_image_add(rnd=open_round, upload=fake)
-    assert panel.brief_images(open_round) == []
+    with pytest.raises(workshop.PanelRefused, match="not a PNG image"):
+        briefs.brief_image_add(rnd=open_round, upload=fake)
+    assert briefs.brief_images(open_round) == []
 
 
 def test_it_hides_a_drafts_images_from_filmmakers(owner_client, open_round) -> None:
-    panel.brief_image_add(rnd=open_round, upload=SimpleUploadedFile("a.png", PNG))
+    briefs.brief_image_add(rnd=open_round, upload=SimpleUploadedFile("a.png", PNG))
     Round.objects.filter(pk=open_round.pk).update(status=Round.Status.DRAFT)
     response = owner_client.get(reverse("round-brief-image", args=[open_round.pk, "a.png"]))
     assert response.status_code == 404

@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import User
-from generations import instructor as panel
+from generations.instructor import announcements, briefs
 from generations.models import Announcement, Generation, QuotaTopUp, Round, Workshop
 from generations.routing import websocket_urlpatterns
 from tests.test_instructor import PNG, finish, submit
@@ -62,8 +62,8 @@ SOCKETS = ["/ws/instructor/rounds/{round}/", "/ws/screen/"]
 def world(owner, other, open_round, template, generation) -> dict[str, Any]:
     """One of everything an instructor URL names, and the data a POST would act on."""
     take = finish(submit(other, open_round, template), circled=True)
-    panel.brief_image_add(rnd=open_round, upload=SimpleUploadedFile("a.png", PNG))
-    announcement = panel.announcement_create(text="Hello", by=owner)
+    briefs.brief_image_add(rnd=open_round, upload=SimpleUploadedFile("a.png", PNG))
+    announcement = announcements.announcement_create(text="Hello", by=owner)
     ids = {"round": open_round.pk, "filmmaker": other.pk, "generation": generation.pk, "take": take.pk}
     ids |= {"announcement": announcement.pk, "image": "a.png"}
     data = {
@@ -87,7 +87,7 @@ def snapshot() -> tuple[object, ...]:
         list(Announcement.objects.values_list("pk", "active")),
         QuotaTopUp.objects.count(),
         list(Workshop.objects.values_list("name", "spotlight")),
-        panel.brief_images(Round.objects.get()),
+        briefs.brief_images(Round.objects.get()),
     )
 
 
@@ -132,9 +132,9 @@ def _names(patterns: list[URLPattern | URLResolver]) -> set[str]:
 
 def test_it_covers_every_instructor_url() -> None:
     import accounts.urls
-    import generations.urls_instructor
+    import generations.instructor.urls
 
-    names = _names(generations.urls_instructor.urlpatterns + accounts.urls.urlpatterns) - {
+    names = _names(generations.instructor.urls.urlpatterns + accounts.urls.urlpatterns) - {
         "round-brief-image"
     }
     assert names == {name for _, name, _ in ROUTES} and names <= _names(get_resolver().url_patterns)

@@ -10,8 +10,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
-from generations import instructor as panel
-from generations import notify
+from generations.instructor import announcements, lifecycle
+from generations.instructor import spotlight as instructor_spotlight
+from generations.live import groups
 from generations.models import Round
 from generations.routing import websocket_urlpatterns
 from tests.test_instructor import finish, submit
@@ -31,7 +32,7 @@ def run(scenario: Callable[[], Awaitable[None]]) -> None:
 
 
 def test_it_sends_the_rounds_state_and_the_announcements_on_connect(owner, open_round, redis_conn) -> None:
-    panel.announcement_create(text="Coffee is here", by=owner)
+    announcements.announcement_create(text="Coffee is here", by=owner)
 
     async def scenario() -> None:
         comm = socket(owner, f"/ws/rounds/{open_round.pk}/")
@@ -45,8 +46,8 @@ def test_it_sends_the_rounds_state_and_the_announcements_on_connect(owner, open_
 
 def test_it_follows_the_rounds_state_live(owner, open_round, redis_conn) -> None:
     def pause() -> None:
-        panel.round_pause(rnd=open_round)
-        notify.round_changed(round_id=open_round.pk)
+        lifecycle.round_pause(rnd=open_round)
+        groups.round_changed(round_id=open_round.pk)
 
     async def scenario() -> None:
         comm = socket(owner, f"/ws/rounds/{open_round.pk}/")
@@ -66,7 +67,7 @@ def test_it_ignores_another_rounds_changes(owner, open_round, redis_conn) -> Non
         await comm.connect()
         await comm.receive_from(timeout=5)
         other = await Round.objects.acreate(title="Elsewhere", status=Round.Status.OPEN)
-        await sync_to_async(notify.round_changed)(round_id=other.pk)
+        await sync_to_async(groups.round_changed)(round_id=other.pk)
         assert await comm.receive_nothing(timeout=0.3)
         await comm.disconnect()
 
@@ -75,8 +76,8 @@ def test_it_ignores_another_rounds_changes(owner, open_round, redis_conn) -> Non
 
 def test_it_shows_an_announcement_at_once(owner, instructor, open_round, redis_conn) -> None:
     def announce() -> None:
-        panel.announcement_create(text="Ten minutes left", by=instructor)
-        notify.announcements_changed()
+        announcements.announcement_create(text="Ten minutes left", by=instructor)
+        groups.announcements_changed()
 
     async def scenario() -> None:
         comm = socket(owner, f"/ws/rounds/{open_round.pk}/")
@@ -95,7 +96,7 @@ def test_it_rerenders_the_live_room_when_a_generation_changes(
 ) -> None:
     def submit_one() -> None:
         g = submit(owner, open_round, template, "a late heron")
-        notify.generation_changed(owner_id=owner.pk, generation_id=g.pk, queue=True)
+        groups.generation_changed(owner_id=owner.pk, generation_id=g.pk, queue=True)
 
     async def scenario() -> None:
         comm = socket(instructor, f"/ws/instructor/rounds/{open_round.pk}/")
@@ -110,8 +111,8 @@ def test_it_rerenders_the_live_room_when_a_generation_changes(
 
 def test_it_switches_the_screen_to_the_spotlight(instructor, generation, redis_conn) -> None:
     def spotlight() -> None:
-        panel.spotlight_set(take=finish(generation))
-        notify.spotlight_changed()
+        instructor_spotlight.spotlight_set(take=finish(generation))
+        groups.spotlight_changed()
 
     async def scenario() -> None:
         comm = socket(instructor, "/ws/screen/")

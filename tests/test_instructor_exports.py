@@ -16,9 +16,10 @@ from django.test import AsyncRequestFactory, Client
 from django.urls import reverse
 
 from accounts.models import User
-from generations import instructor as panel
-from generations import views_instructor
+from generations.instructor import exports
+from generations.instructor import views as instructor_views
 from generations.models import Generation
+from generations.queue import selectors
 from tests.test_instructor import finish, submit
 
 
@@ -49,18 +50,20 @@ def test_it_streams_the_zip_in_flat_memory(owner, open_round, template) -> None:
     del blobs
     tracemalloc.start()
     size, crc = 0, 0
-    for chunk in panel.zip_stream(panel.circled_takes_of(owner)):
+    for chunk in exports.circled_zip(selectors.circled_takes_of(owner)):
         size, crc = size + len(chunk), zlib.crc32(chunk, crc)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert size > 12 * 1024 * 1024 and peak < 2 * 1024 * 1024, (size, peak)
-    assert len(takes) == 3 and crc == zlib.crc32(b"".join(panel.zip_stream(panel.circled_takes_of(owner))))
+    assert len(takes) == 3 and crc == zlib.crc32(
+        b"".join(exports.circled_zip(selectors.circled_takes_of(owner)))
+    )
 
 
 def test_it_notes_a_missing_file_instead_of_breaking_the_zip(owner, open_round, template) -> None:
     take = finish(submit(owner, open_round, template), circled=True)
     take.file.storage.delete(take.file.name)
-    archive = zipfile.ZipFile(io.BytesIO(b"".join(panel.zip_stream([take]))))
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(exports.circled_zip([take]))))
     assert archive.namelist() == ["takes.csv"] and "(missing)" in archive.read("takes.csv").decode()
 
 
@@ -103,7 +106,7 @@ def test_it_hands_daphne_an_iterator_it_need_not_read_whole(instructor, owner, o
     finish(submit(owner, open_round, template), circled=True, content=b"circled")
     request = AsyncRequestFactory().get("/")
     request.user = instructor
-    response = views_instructor.export_zip(request, owner.pk)
+    response = instructor_views.export_zip(request, owner.pk)
 
     async def body() -> bytes:
         return b"".join([chunk async for chunk in response.streaming_content])

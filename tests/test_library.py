@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from generations.library import LTX2, MODEL_FREE, template_install, workflow_load
+from generations.authoring.library import LTX2, MODEL_FREE, template_install, workflow_load
+from generations.authoring.params import ParamsForm, parse_spec, resolve_workflow
 from generations.models import Round, WorkflowTemplate
-from generations.params import ParamsForm, parse_spec, resolve_workflow
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
 LTX2_VALUES = {

@@ -8,8 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
-from generations.library import BUILT_INS, LTX2, MODEL_FREE, BuiltIn, workflow_load
-from generations.params import SEED_MAX, parse_spec
+from generations.authoring.library import BUILT_INS, LTX2, MODEL_FREE, BuiltIn, workflow_load
+from generations.authoring.params import SEED_MAX, parse_spec
 
 
 @pytest.fixture(scope="module")

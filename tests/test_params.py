@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from generations.demo import SYNTHETIC_SPEC, SYNTHETIC_WORKFLOW
-from generations.params import ParamsForm, SpecError, parse_spec, resolve_workflow
+from generations.authoring.demo import SYNTHETIC_SPEC, SYNTHETIC_WORKFLOW
+from generations.authoring.params import ParamsForm, SpecError, parse_spec, resolve_workflow
 
 SPEC = parse_spec(SYNTHETIC_SPEC, workflow=SYNTHETIC_WORKFLOW)
 GOOD = {"prompt": "a fox", "seed": "3", "frames": "17", "width": "64", "height": "64", "fps": "12"}

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from generations.planner import Shape, capacity
+from generations.domain.capacity import Shape, capacity
 
 
 def test_it_reproduces_the_research_figures_for_six_per_round() -> None:

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from generations.policy import Finished, InFlight, Pending, order, plan, positions
-from generations.simulate import Job, burst, fifo, simulate
+from generations.domain.policy import Finished, InFlight, Pending, order, plan, positions
+from generations.domain.simulate import Job, all_at_once, fifo, simulate
 
 T = 240.0
 
@@ -144,7 +144,7 @@ def test_it_orders_a_conductor_pass_quickly() -> None:
 
 
 def test_it_simulates_a_burst_with_fair_share_ahead_of_fifo() -> None:
-    jobs = burst(3, 2, job_time=T, jitter=0.0, rng=random.Random(1))
+    jobs = all_at_once(3, 2, job_time=T, jitter=0.0, rng=random.Random(1))
     fair = simulate(jobs, {"video": 2}, plan)
     first_in_first_out = simulate(jobs, {"video": 2}, fifo)
     assert max(fair.first_takes().values()) == pytest.approx(2 * T, abs=0.01)
@@ -159,7 +159,7 @@ def test_it_charges_each_workers_cold_start_once() -> None:
 
 
 def test_it_sees_submissions_within_the_pass_delay_in_one_pass() -> None:
-    jobs = burst(2, 2, job_time=T, jitter=0.0, rng=random.Random(1), spacing=0.001)
+    jobs = all_at_once(2, 2, job_time=T, jitter=0.0, rng=random.Random(1), spacing=0.001)
     batched = simulate(jobs, {"video": 2}, plan, pass_delay=0.5)
     instant = simulate(jobs, {"video": 2}, plan, pass_delay=0.0)
     assert max(batched.first_takes().values()) == pytest.approx(T + 0.5, abs=0.01)
@@ -167,6 +167,6 @@ def test_it_sees_submissions_within_the_pass_delay_in_one_pass() -> None:
 
 
 def test_it_refuses_a_policy_that_overfills_the_workers() -> None:
-    jobs = burst(1, 2, job_time=T, jitter=0.0, rng=random.Random(1))
+    jobs = all_at_once(1, 2, job_time=T, jitter=0.0, rng=random.Random(1))
     with pytest.raises(RuntimeError, match="no idle worker"):
         simulate(jobs, {"video": 1}, lambda pending, in_flight, finished, capacity: list(pending))

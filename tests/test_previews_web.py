@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import json
 
-from generations import services
-from generations.conductor import Conductor
+from generations.dispatch import attempts
+from generations.dispatch.conductor import Conductor
 from gpu_worker import protocol
 
 PNG = base64.b64decode(
@@ -15,8 +15,8 @@ PNG = base64.b64decode(
 
 
 def running(generation) -> None:
-    services.generation_dispatch(generation=generation)
-    services.event_apply({"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": "w"})
+    attempts.generation_dispatch(generation=generation)
+    attempts.event_apply({"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": "w"})
 
 
 def send_preview(redis_conn, generation) -> None:

@@ -8,8 +8,8 @@ import pytest
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from generations import services
-from generations.conductor import Conductor
+from generations.dispatch import attempts
+from generations.dispatch.conductor import Conductor
 from generations.models import Generation
 from gpu_worker import protocol
 from gpu_worker.heartbeat import Heartbeat
@@ -29,7 +29,7 @@ def running_on(conductor, redis_conn, generation, worker: str = "w1") -> Generat
     generation.refresh_from_db()
     job_id = protocol.job_id(generation.pk, generation.attempt)
     Heartbeat(redis_conn, name=worker, queues=["video"], probe=lambda: ("busy", job_id)).beat()
-    services.event_apply({"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": worker})
+    attempts.event_apply({"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": worker})
     generation.refresh_from_db()
     return generation
 
@@ -99,7 +99,7 @@ def test_it_ignores_events_of_the_lost_attempt(conductor, redis_conn, generation
     conductor.reconcile_once(now=T0 + 6)
     conductor.dispatch_once()
     late = {"type": "succeeded", "generation_id": generation.pk, "attempt": 1, "worker": "w1"}
-    assert services.event_apply(late) is None
+    assert attempts.event_apply(late) is None
 
 
 def test_a_standby_conductor_takes_over_when_the_leader_dies(redis_conn, settings) -> None:

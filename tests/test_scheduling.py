@@ -8,9 +8,10 @@ import pytest
 from django.urls import reverse
 from rq.serializers import JSONSerializer
 
-from generations import selectors, services
-from generations.conductor import Conductor
+from generations.dispatch import attempts, uploads
+from generations.dispatch.conductor import Conductor
 from generations.models import Generation, Round
+from generations.queue import quota, services
 from gpu_worker import protocol
 
 S = Generation.Status
@@ -40,19 +41,19 @@ def test_it_does_not_count_cancelled_before_start_or_system_failures(owner, smal
     services.generation_cancel(generation=create(owner, small_round, template))
     failed = create(owner, small_round, template)
     Generation.objects.filter(pk=failed.pk).update(status=S.FAILED, retriable=True)
-    assert selectors.quota_for(owner, small_round).left == 2
+    assert quota.quota_for(owner, small_round).left == 2
 
 
 def test_it_counts_validation_failures(owner, small_round, template) -> None:
     failed = create(owner, small_round, template)
     Generation.objects.filter(pk=failed.pk).update(status=S.FAILED, retriable=False)
-    assert selectors.quota_for(owner, small_round).left == 1
+    assert quota.quota_for(owner, small_round).left == 1
 
 
 def test_it_lets_the_instructor_top_up_one_filmmaker(owner, other, instructor, small_round, template) -> None:
     services.quota_top_up(round=small_round, filmmaker=owner, amount=3, by=instructor)
-    assert selectors.quota_for(owner, small_round).total == 5
-    assert selectors.quota_for(other, small_round).total == 2
+    assert quota.quota_for(owner, small_round).total == 5
+    assert quota.quota_for(other, small_round).total == 2
 
 
 def test_it_creates_one_generation_per_submit_token(owner, open_round, template) -> None:
@@ -86,8 +87,8 @@ def test_it_takes_a_dispatched_generation_out_of_rq(generation, redis_conn) -> N
 
 
 def test_it_tells_the_worker_of_a_running_generation(generation, redis_conn) -> None:
-    services.generation_dispatch(generation=generation)
-    services.event_apply({"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": "w"})
+    attempts.generation_dispatch(generation=generation)
+    attempts.event_apply({"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": "w"})
     pubsub = redis_conn.pubsub()
     pubsub.subscribe(protocol.CANCEL_CHANNEL)
     pubsub.get_message(timeout=1)
@@ -100,20 +101,20 @@ def test_it_tells_the_worker_of_a_running_generation(generation, redis_conn) -> 
 
 
 def test_it_ignores_a_late_success_after_a_cancel(generation, redis_conn) -> None:
-    services.generation_dispatch(generation=generation)
+    attempts.generation_dispatch(generation=generation)
     services.generation_cancel(generation=generation)
-    assert services.event_apply({"type": "succeeded", "generation_id": generation.pk, "attempt": 1}) is None
-    with pytest.raises(services.UploadRefused):
-        token = services.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
-        services.take_store(token=token, filename="late.mp4", chunks=[b"x"])
+    assert attempts.event_apply({"type": "succeeded", "generation_id": generation.pk, "attempt": 1}) is None
+    with pytest.raises(uploads.UploadRefused):
+        token = uploads.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
+        uploads.take_store(token=token, filename="late.mp4", chunks=[b"x"])
     generation.refresh_from_db()
     assert generation.status == S.CANCELLED and not generation.takes.exists()
 
 
 def test_it_removes_a_take_uploaded_just_before_the_cancel(generation, redis_conn) -> None:
-    services.generation_dispatch(generation=generation)
-    token = services.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
-    services.take_store(token=token, filename="early.txt", chunks=[b"x"])
+    attempts.generation_dispatch(generation=generation)
+    token = uploads.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
+    uploads.take_store(token=token, filename="early.txt", chunks=[b"x"])
     services.generation_cancel(generation=generation)
     assert not generation.takes.exists()
 
@@ -141,9 +142,9 @@ def test_it_refuses_to_retry_a_validation_failure(generation) -> None:
 def test_it_requeues_a_retriable_failure_until_the_last_attempt(generation, settings) -> None:
     settings.MAX_ATTEMPTS = 2
     for attempt, expected in ((1, S.QUEUED), (2, S.FAILED)):
-        services.generation_dispatch(generation=generation)
+        attempts.generation_dispatch(generation=generation)
         event = {"type": "failed", "generation_id": generation.pk, "attempt": attempt, "retriable": True}
-        services.event_apply({**event, "message": "ComfyUI stopped"})
+        attempts.event_apply({**event, "message": "ComfyUI stopped"})
         generation.refresh_from_db()
         assert generation.status == expected
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from generations import services
+from generations.dispatch import attempts, uploads
 from generations.models import Generation, Round, Take
+from generations.queue import services
 from tests.media import make_video
 
 S = Generation.Status
@@ -17,7 +18,7 @@ def ev(g: Generation, kind: str, attempt: int | None = None, **fields: object) -
 
 
 def dispatched(g: Generation) -> Generation:
-    assert services.generation_dispatch(generation=g)
+    assert attempts.generation_dispatch(generation=g)
     return g
 
 
@@ -42,16 +43,16 @@ def test_it_refuses_a_template_the_round_does_not_offer(owner, open_round, templ
 
 def test_it_dispatches_once_with_a_new_attempt(generation: Generation) -> None:
     stale = Generation.objects.get(pk=generation.pk)
-    assert services.generation_dispatch(generation=generation)
+    assert attempts.generation_dispatch(generation=generation)
     assert generation.status == S.DISPATCHED and generation.attempt == 1
-    assert not services.generation_dispatch(generation=stale)
+    assert not attempts.generation_dispatch(generation=stale)
 
 
 def test_it_applies_a_normal_event_sequence(generation: Generation) -> None:
     g = dispatched(generation)
-    services.event_apply(ev(g, "started"))
-    services.event_apply(ev(g, "progress", percent=40, message="frame 4/9"))
-    services.event_apply(ev(g, "succeeded", outputs=["a.mp4"]))
+    attempts.event_apply(ev(g, "started"))
+    attempts.event_apply(ev(g, "progress", percent=40, message="frame 4/9"))
+    attempts.event_apply(ev(g, "succeeded", outputs=["a.mp4"]))
     g.refresh_from_db()
     assert (g.status, g.progress, g.worker) == (S.SUCCEEDED, 100, "w1")
     assert g.started_at and g.finished_at
@@ -59,12 +60,12 @@ def test_it_applies_a_normal_event_sequence(generation: Generation) -> None:
 
 def test_it_ignores_duplicates_and_late_events(generation: Generation) -> None:
     g = dispatched(generation)
-    assert services.event_apply(ev(g, "progress", percent=60)) is not None
-    assert services.event_apply(ev(g, "started")) is None  # arrived late: already running
-    assert services.event_apply(ev(g, "progress", percent=30)) is not None
-    services.event_apply(ev(g, "succeeded"))
-    assert services.event_apply(ev(g, "succeeded")) is None
-    assert services.event_apply(ev(g, "progress", percent=90)) is None
+    assert attempts.event_apply(ev(g, "progress", percent=60)) is not None
+    assert attempts.event_apply(ev(g, "started")) is None  # arrived late: already running
+    assert attempts.event_apply(ev(g, "progress", percent=30)) is not None
+    attempts.event_apply(ev(g, "succeeded"))
+    assert attempts.event_apply(ev(g, "succeeded")) is None
+    assert attempts.event_apply(ev(g, "progress", percent=90)) is None
     g.refresh_from_db()
     assert (g.status, g.progress) == (S.SUCCEEDED, 100)
 
@@ -72,7 +73,7 @@ def test_it_ignores_duplicates_and_late_events(generation: Generation) -> None:
 def test_it_never_moves_progress_backwards(generation: Generation) -> None:
     g = dispatched(generation)
     for p in (10, 50, 20):
-        services.event_apply(ev(g, "progress", percent=p))
+        attempts.event_apply(ev(g, "progress", percent=p))
     g.refresh_from_db()
     assert g.progress == 50
 
@@ -83,34 +84,32 @@ def test_it_ignores_events_of_an_older_attempt(generation: Generation) -> None:
     g.refresh_from_db()
     dispatched(g)
     assert g.attempt == 2
-    assert services.event_apply(ev(g, "failed", attempt=1, message="old")) is None
-    services.event_apply(ev(g, "started"))
+    assert attempts.event_apply(ev(g, "failed", attempt=1, message="old")) is None
+    attempts.event_apply(ev(g, "started"))
     g.refresh_from_db()
     assert g.status == S.RUNNING and not g.error_message
 
 
 def test_it_records_a_failure_for_the_filmmaker_and_the_admin(generation: Generation) -> None:
     g = dispatched(generation)
-    services.event_apply(ev(g, "failed", message="frames: must be 8k+1", detail="Traceback…"))
+    attempts.event_apply(ev(g, "failed", message="frames: must be 8k+1", detail="Traceback…"))
     g.refresh_from_db()
     assert (g.status, g.error_message, g.error_detail) == (S.FAILED, "frames: must be 8k+1", "Traceback…")
 
 
 def test_it_ignores_malformed_events(generation: Generation) -> None:
-    assert services.event_apply({"type": "progress"}) is None
-    assert services.event_apply(ev(dispatched(generation), "exploded")) is None
+    assert attempts.event_apply({"type": "progress"}) is None
+    assert attempts.event_apply(ev(dispatched(generation), "exploded")) is None
 
 
 def token_for(g: Generation) -> str:
-    return services.upload_url(generation=g).rstrip("/").rsplit("/", 1)[1]
+    return uploads.upload_url(generation=g).rstrip("/").rsplit("/", 1)[1]
 
 
 def test_it_stores_an_upload_as_a_take_with_its_metadata(generation: Generation, tmp_path: Path) -> None:
     g = dispatched(generation)
     data = make_video(tmp_path / "v.mp4", frames=9, width=64, height=48).read_bytes()
-    take = services.take_store(
-        token=token_for(g), filename="out.mp4", chunks=[data], content_type="video/mp4"
-    )
+    take = uploads.take_store(token=token_for(g), filename="out.mp4", chunks=[data], content_type="video/mp4")
     assert (take.kind, take.size, take.width, take.height, take.frame_count) == (
         "video",
         len(data),
@@ -123,8 +122,8 @@ def test_it_stores_an_upload_as_a_take_with_its_metadata(generation: Generation,
 
 def test_it_replaces_a_retried_upload_of_the_same_file(generation: Generation) -> None:
     g = dispatched(generation)
-    services.take_store(token=token_for(g), filename="a.txt", chunks=[b"one"])
-    services.take_store(token=token_for(g), filename="a.txt", chunks=[b"two"])
+    uploads.take_store(token=token_for(g), filename="a.txt", chunks=[b"one"])
+    uploads.take_store(token=token_for(g), filename="a.txt", chunks=[b"two"])
     assert Take.objects.get().file.read() == b"two"
 
 
@@ -134,15 +133,15 @@ def test_it_refuses_an_upload_for_an_older_attempt(generation: Generation) -> No
     Generation.objects.filter(pk=g.pk).update(status=S.QUEUED)
     g.refresh_from_db()
     dispatched(g)
-    with pytest.raises(services.UploadRefused) as exc:
-        services.take_store(token=old, filename="a.txt", chunks=[b"x"])
+    with pytest.raises(uploads.UploadRefused) as exc:
+        uploads.take_store(token=old, filename="a.txt", chunks=[b"x"])
     assert exc.value.status == 409
 
 
 def test_it_refuses_a_forged_or_expired_token(generation: Generation, settings) -> None:
     g = dispatched(generation)
-    with pytest.raises(services.UploadRefused, match="not valid"):
-        services.take_store(token=token_for(g) + "x", filename="a.txt", chunks=[b"x"])
+    with pytest.raises(uploads.UploadRefused, match="not valid"):
+        uploads.take_store(token=token_for(g) + "x", filename="a.txt", chunks=[b"x"])
     settings.UPLOAD_URL_MAX_AGE = -1
-    with pytest.raises(services.UploadRefused, match="expired"):
-        services.take_store(token=token_for(g), filename="a.txt", chunks=[b"x"])
+    with pytest.raises(uploads.UploadRefused, match="expired"):
+        uploads.take_store(token=token_for(g), filename="a.txt", chunks=[b"x"])

@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore
 
-from generations import services
+from generations.dispatch import attempts, uploads
 from generations.models import Take
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -25,11 +25,11 @@ def rss_mb(pid: int) -> float:
 
 
 def circled_takes(generation, count: int, size: int) -> None:
-    services.generation_dispatch(generation=generation)
-    token = services.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
+    attempts.generation_dispatch(generation=generation)
+    token = uploads.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
     for i in range(count):
-        services.take_store(token=token, filename=f"part{i}.bin", chunks=[os.urandom(size)])
-    services.event_apply({"type": "succeeded", "generation_id": generation.pk, "attempt": 1})
+        uploads.take_store(token=token, filename=f"part{i}.bin", chunks=[os.urandom(size)])
+    attempts.event_apply({"type": "succeeded", "generation_id": generation.pk, "attempt": 1})
     Take.objects.update(circled=True)
 
 

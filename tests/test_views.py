@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from generations import services
+from generations.dispatch import attempts, uploads
 from generations.models import Generation, Round
 from tests.media import make_video
 
@@ -76,10 +76,10 @@ def test_it_hides_a_job_card_from_another_filmmaker(other_client, generation) ->
 
 @pytest.fixture
 def take(generation, tmp_path: Path):
-    services.generation_dispatch(generation=generation)
-    token = services.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
+    attempts.generation_dispatch(generation=generation)
+    token = uploads.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
     data = make_video(tmp_path / "v.mp4").read_bytes()
-    return services.take_store(token=token, filename="v.mp4", chunks=[data], content_type="video/mp4")
+    return uploads.take_store(token=token, filename="v.mp4", chunks=[data], content_type="video/mp4")
 
 
 def test_it_serves_a_take_to_its_owner_with_ranges(owner_client, take) -> None:
@@ -111,8 +111,8 @@ def test_it_shows_any_take_to_an_instructor(instructor, take) -> None:
 
 
 def test_it_accepts_an_upload_on_the_signed_url(generation) -> None:
-    services.generation_dispatch(generation=generation)
-    url = services.upload_url(generation=generation).removeprefix("http://127.0.0.1:8000")
+    attempts.generation_dispatch(generation=generation)
+    url = uploads.upload_url(generation=generation).removeprefix("http://127.0.0.1:8000")
     response = Client().put(url + "notes.txt", b"hello", content_type="text/plain")
     assert response.status_code == 201 and generation.takes.get().file.read() == b"hello"
 

@@ -168,8 +168,9 @@ SCALE_DOWN_DELAY_SECONDS = envint("SCALE_DOWN_DELAY_SECONDS", 300)
 OPERATOR_API_TOKEN = env("OPERATOR_API_TOKEN")
 # Behind nginx: answer take downloads with this internal location instead of streaming them.
 MEDIA_ACCEL_REDIRECT = env("MEDIA_ACCEL_REDIRECT")
-# The price of one GPU hour for the panel's spend and the CSV's cost, where workers report none.
-GPU_PRICE_PER_HOUR = env("GPU_PRICE_PER_HOUR", "3.0")
+# The price of one GPU hour where the workers report none (unset: such GPU time costs nothing); the
+# spend model is generations/fleet/costs.py.
+GPU_PRICE_PER_HOUR = env("GPU_PRICE_PER_HOUR", "")
 # Extra seconds in an ETA when no worker of the queue is warm.
 COLD_START_SECONDS = envint("COLD_START_SECONDS", 90)
 

@@ -7,9 +7,6 @@ urlpatterns = [
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
-    path("", include("generations.urls")),
-    path("", include("generations.urls_api")),
     path("instructor/accounts/", include("accounts.urls")),
-    path("", include("generations.urls_instructor")),
-    path("", include("generations.urls_gallery")),
+    path("", include("generations.urls")),
 ]

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from generations.conductor import Conductor
+from generations.dispatch.conductor import Conductor
 from workshop import require_secret_key
 
 

@@ -5,7 +5,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from generations.library import BUILT_INS, template_install
+from generations.authoring.library import BUILT_INS, template_install
 
 
 class Command(BaseCommand):

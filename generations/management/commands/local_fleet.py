@@ -10,8 +10,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from generations import broker
-from generations.localfleet import LocalFleet
+from generations.broker.connection import connection
+from generations.fleet.localfleet import LocalFleet
 
 
 class Command(BaseCommand):
@@ -50,7 +50,7 @@ class Command(BaseCommand):
         self.stdout.write(f"local provider following the target of queue {opts['queue']} (max {opts['max']})")
         try:
             while not stop.is_set():
-                local.step(broker.connection())
+                local.step(connection())
                 stop.wait(opts["interval"])
         finally:
             local.stop_all()

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from generations.demo import seed_demo
+from generations.authoring.demo import seed_demo
 
 
 class Command(BaseCommand):

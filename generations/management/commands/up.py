@@ -24,9 +24,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from generations import localcomfy
-from generations.demo import seed_demo
-from generations.library import MODEL_FREE
+from generations.authoring.demo import seed_demo
+from generations.authoring.library import MODEL_FREE
+from generations.fleet import localcomfy
 
 BASE = Path(settings.BASE_DIR)
 
@@ -95,27 +95,7 @@ class Command(BaseCommand):
                 env,
             )
             self._start("conductor", [sys.executable, "manage.py", "conductor"], env)
-            worker = BASE / ".venv-worker" / "bin" / "gpu-worker"
-            if not worker.exists():
-                raise CommandError(f"{worker} is missing: run deploy/up.sh, which installs the GPU worker.")
-            if opts["autoscale"]:
-                fleet_env = {
-                    **env,
-                    "WORKERS_MAX": str(opts["workers"]),
-                    "SYNTHETIC_FRAME_DELAY": str(opts["frame_delay"]),
-                }
-                self._start(
-                    "local-provider",
-                    [sys.executable, "manage.py", "local_fleet", "--max", str(opts["workers"])],
-                    fleet_env,
-                )
-            for i in range(1, 0 if opts["autoscale"] else opts["workers"] + 1):
-                backend = (
-                    self._comfyui_arguments(i)
-                    if opts["comfyui"]
-                    else ["--backend", "synthetic", "--synthetic-frame-delay", str(opts["frame_delay"])]
-                )
-                self._start(f"gpu-{i}", [str(worker), "run", "--name", f"local-gpu-{i}", *backend], env)
+            self._start_workers(opts, env)
             self._wait_for_port(host, port)
             self.stdout.write(
                 self.style.SUCCESS(f"\nWorkshop running at http://{host}:{port}/  (Ctrl-C stops it)\n")
@@ -127,6 +107,28 @@ class Command(BaseCommand):
                 time.sleep(0.5)
         finally:
             self._stop_all()
+
+    def _start_workers(self, opts: dict[str, Any], env: dict[str, str]) -> None:
+        """Local GPU workers: a fixed number, or a local provider that follows the autoscaler."""
+        worker = BASE / ".venv-worker" / "bin" / "gpu-worker"
+        if not worker.exists():
+            raise CommandError(f"{worker} is missing: run deploy/up.sh, which installs the GPU worker.")
+        if opts["autoscale"]:
+            fleet_env = {
+                **env,
+                "WORKERS_MAX": str(opts["workers"]),
+                "SYNTHETIC_FRAME_DELAY": str(opts["frame_delay"]),
+            }
+            command = [sys.executable, "manage.py", "local_fleet", "--max", str(opts["workers"])]
+            self._start("local-provider", command, fleet_env)
+            return
+        for i in range(1, opts["workers"] + 1):
+            backend = (
+                self._comfyui_arguments(i)
+                if opts["comfyui"]
+                else ["--backend", "synthetic", "--synthetic-frame-delay", str(opts["frame_delay"])]
+            )
+            self._start(f"gpu-{i}", [str(worker), "run", "--name", f"local-gpu-{i}", *backend], env)
 
     def _comfyui_arguments(self, i: int) -> list[str]:
         """A ComfyUI of its own per worker, as on a GPU host: the worker starts it (and again if it

@@ -1,0 +1,131 @@
+"""Live pages for instructors only: the live room of a round and the projector (/screen).
+Both close the socket for anyone else (4401 anonymous, 4403 a filmmaker)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
+from django.template.loader import render_to_string
+
+from generations.instructor.room import room_state
+from generations.instructor.spotlight import spotlight_current
+from generations.instructor.workshop import workshop_current
+from generations.live import groups
+from generations.models import Round
+
+ROOM = "generations/instructor/room.html"
+SCREEN = "generations/screen.html"
+log = logging.getLogger(__name__)
+
+
+def _refusal(scope: dict[str, Any]) -> int | None:
+    user = scope.get("user")
+    if user is None or not user.is_authenticated:
+        return 4401
+    if not user.is_instructor:
+        return 4403
+    return None
+
+
+def render_room(round_id: int) -> str | None:
+    rnd = Round.objects.filter(pk=round_id).first()
+    if rnd is None:
+        return None
+    return render_to_string(f"{ROOM}#room-live", room_state(rnd))
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    """The live room. It hears of every generation (the conductor's pushes fan out to the room
+    group), of the round's state and of the spotlight, and re-renders the whole room from the
+    database, at most every DEBOUNCE seconds. Heartbeats are not pushed, so it also re-renders
+    every TICK seconds for the workers' ages and the running spend."""
+
+    DEBOUNCE = 0.3
+    TICK = 5.0
+
+    async def connect(self) -> None:
+        if code := _refusal(self.scope):
+            await self.close(code=code)
+            return
+        self.round_id = int(self.scope["url_route"]["kwargs"]["round_id"])
+        html = await database_sync_to_async(render_room)(self.round_id)
+        if html is None:
+            await self.close(code=4404)
+            return
+        self.groups_joined = [groups.ROOM_GROUP, groups.round_group(self.round_id), groups.SCREEN_GROUP]
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.pending: asyncio.Task[None] | None = None
+        await self.accept()
+        await self.send(text_data=html)
+        self.ticker = asyncio.create_task(self._tick())
+
+    async def disconnect(self, code: int) -> None:
+        for task in (getattr(self, "ticker", None), getattr(self, "pending", None)):
+            if task is not None:
+                task.cancel()
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The page sends nothing we act on."""
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Whatever the groups say (generation.changed, round.changed, spotlight.changed, kinds
+        # added later) means "something changed": coalesce a burst into one render.
+        if message["type"].startswith("websocket."):
+            await super().dispatch(message)
+        else:
+            self._soon()
+
+    def _soon(self) -> None:
+        if self.pending is None or self.pending.done():
+            self.pending = asyncio.create_task(self._render_after(self.DEBOUNCE))
+
+    async def _render_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        await self._push()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.TICK)
+            await self._push()
+
+    async def _push(self) -> None:
+        try:
+            html = await database_sync_to_async(render_room)(self.round_id)
+        except Exception:
+            # The next change or tick tries again; a failed render must not end the ticking.
+            log.exception("could not render the live room of round %s", self.round_id)
+            return
+        if html is not None:
+            await self.send(text_data=html)
+
+
+class ScreenConsumer(WebsocketConsumer):
+    """The projector: shows the spotlight, and switches when the instructor picks another."""
+
+    def connect(self) -> None:
+        if code := _refusal(self.scope):
+            self.close(code=code)
+            return
+        async_to_sync(self.channel_layer.group_add)(groups.SCREEN_GROUP, self.channel_name)
+        self.joined = True
+        self.accept()
+        self.spotlight_changed({})
+
+    def disconnect(self, code: int) -> None:
+        if getattr(self, "joined", False):
+            async_to_sync(self.channel_layer.group_discard)(groups.SCREEN_GROUP, self.channel_name)
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The page sends nothing we act on."""
+
+    def spotlight_changed(self, event: dict[str, Any]) -> None:
+        context = {"spotlight": spotlight_current(), "workshop": workshop_current()}
+        self.send(text_data=render_to_string(f"{SCREEN}#stage", context))

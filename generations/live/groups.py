@@ -1,0 +1,104 @@
+"""Every group of the channel layer, and every message sent to one.
+
+Senders call these after a change; each message is sent once the surrounding transaction commits
+(at once outside one), so a page never re-reads a change that is not there yet or was rolled back.
+Messages carry ids only: the consumers re-read the database and render."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+# The instructor's live room hears of every generation; filmmakers' pages hear of their round's
+# state and of announcements; the projector hears of the spotlight.
+ROOM_GROUP = "instructor-room"
+ANNOUNCEMENTS_GROUP = "announcements"
+SCREEN_GROUP = "screen"
+
+
+def user_group(user_id: int) -> str:
+    """A filmmaker's round pages (and gallery pages, which show finished generations)."""
+    return f"user-{user_id}"
+
+
+def round_group(round_id: int) -> str:
+    """Everyone following a round's state: its round pages, its live room, its shared gallery."""
+    return f"round-{round_id}"
+
+
+def gallery_user_group(user_id: int) -> str:
+    """A filmmaker's gallery pages: circles and notes of their takes."""
+    return f"gallery-user-{user_id}"
+
+
+def gallery_round_group(round_id: int) -> str:
+    """A round's shared gallery pages."""
+    return f"gallery-round-{round_id}"
+
+
+# --- What changed ----------------------------------------------------------------------------
+
+
+def generation_changed(*, owner_id: int, generation_id: int, queue: bool = False) -> None:
+    """`queue=True` asks pages to re-render the whole queue (a card appeared or left)."""
+    message = {"type": "generation.changed", "id": generation_id, "queue": queue}
+    _send(user_group(owner_id), message)
+    _send(ROOM_GROUP, message)
+
+
+def queue_moved(*, owner_ids: set[int]) -> None:
+    """Positions and ETAs moved for these filmmakers (a dispatch pass, a top-up)."""
+    for owner_id in owner_ids:
+        _send(user_group(owner_id), {"type": "generation.changed", "id": 0, "queue": True})
+
+
+def round_changed(*, round_id: int) -> None:
+    """The round's status, brief or settings changed: its pages and the live room re-render."""
+    _send(round_group(round_id), {"type": "round.changed", "id": round_id})
+    _send(ROOM_GROUP, {"type": "room.changed"})
+
+
+def room_changed() -> None:
+    """Something only the live room shows changed (a quota top-up, the workshop's budget)."""
+    _send(ROOM_GROUP, {"type": "room.changed"})
+
+
+def announcements_changed() -> None:
+    _send(ANNOUNCEMENTS_GROUP, {"type": "announcements.changed"})
+
+
+def spotlight_changed() -> None:
+    _send(SCREEN_GROUP, {"type": "spotlight.changed"})
+
+
+def take_changed(*, take_id: int, owner_id: int, round_id: int) -> None:
+    """A take was circled, uncircled or noted: its owner's galleries and its round's gallery."""
+    message = {"type": "gallery.take", "id": take_id, "owner": owner_id, "round": round_id}
+    _send(gallery_user_group(owner_id), message)
+    _send(gallery_round_group(round_id), message)
+
+
+def round_gallery_changed(*, round_id: int) -> None:
+    """The round's gallery was shared or unshared (or the round closed)."""
+    _send(gallery_round_group(round_id), {"type": "gallery.round", "round": round_id})
+
+
+def _send(group: str, message: dict[str, Any]) -> None:
+    transaction.on_commit(lambda: _send_now(group, message))
+
+
+def _send_now(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:
+        # Live updates are best effort; the database already holds the truth.
+        log.exception("could not send %s to %s", message.get("type"), group)

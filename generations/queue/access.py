@@ -1,0 +1,121 @@
+"""Who may see what: rounds, generations and takes. Every page, action and socket asks here.
+
+The take rule: its owner sees it, instructors and staff see every take, and other filmmakers see the
+circled takes of a round whose gallery is shared (or which is closed). Lists show only takes that
+count: of a generation that succeeded, from the attempt that succeeded."""
+
+from __future__ import annotations
+
+from django.db.models import F, Prefetch, Q, QuerySet
+from django.http import Http404
+
+from accounts.models import User
+from generations.models import Generation, Round, Take
+
+
+def sees_everything(user: User) -> bool:
+    return user.is_instructor or user.is_staff
+
+
+# --- Rounds ----------------------------------------------------------------------------------
+
+
+def rounds_visible_to(user: User) -> QuerySet[Round]:
+    qs = Round.objects.all()
+    return qs if user.is_instructor else qs.exclude(status=Round.Status.DRAFT)
+
+
+def round_current_for(user: User) -> Round | None:
+    """The round a user lands on: the open one, else the latest they can see."""
+    visible = rounds_visible_to(user)
+    return visible.filter(status=Round.Status.OPEN).order_by("-opened_at", "-created_at").first() or (
+        visible.order_by("-created_at").first()
+    )
+
+
+def round_for_user(user: User, pk: int) -> Round:
+    rnd = rounds_visible_to(user).prefetch_related("templates").filter(pk=pk).first()
+    if rnd is None:
+        raise Http404("No such round")
+    return rnd
+
+
+def is_shared(rnd: Round) -> bool:
+    """Everyone sees the round's circled takes once the instructor shares it or closes the round."""
+    return rnd.gallery_shared or rnd.status == Round.Status.CLOSED
+
+
+# --- Generations -----------------------------------------------------------------------------
+
+
+def with_takes(qs: QuerySet[Generation]) -> QuerySet[Generation]:
+    return qs.select_related("template").prefetch_related(
+        Prefetch("takes", queryset=Take.objects.order_by("pk"))
+    )
+
+
+def generation_for_user(user: User, pk: int) -> Generation:
+    """The owner sees their generation; instructors and staff see all; anyone else gets 404."""
+    qs = with_takes(Generation.objects.all())
+    if not sees_everything(user):
+        qs = qs.filter(owner=user)
+    generation = qs.filter(pk=pk).first()
+    if generation is None:
+        raise Http404("No such generation")
+    return generation
+
+
+# --- Takes: the one rule ---------------------------------------------------------------------
+
+
+def counting_takes() -> QuerySet[Take]:
+    """Takes that count: of a generation that succeeded, from the attempt that succeeded."""
+    return Take.objects.filter(
+        generation__status=Generation.Status.SUCCEEDED, attempt=F("generation__attempt")
+    )
+
+
+def _with_generation(qs: QuerySet[Take]) -> QuerySet[Take]:
+    # The resolved workflows (tens of kB of JSON each with ComfyUI) are never shown with a take.
+    return qs.select_related("generation__round", "generation__template", "generation__owner").defer(
+        "generation__workflow", "generation__error_detail", "generation__template__workflow"
+    )
+
+
+def current_takes() -> QuerySet[Take]:
+    return _with_generation(counting_takes())
+
+
+def _shared_q() -> Q:
+    rnd = "generation__round__"
+    shared = Q(**{f"{rnd}gallery_shared": True}) & ~Q(**{f"{rnd}status": Round.Status.DRAFT})
+    return Q(circled=True) & (shared | Q(**{f"{rnd}status": Round.Status.CLOSED}))
+
+
+def takes_visible_to(user: User) -> QuerySet[Take]:
+    """My takes; the circled takes of shared (or closed) rounds; everything for instructors."""
+    qs = _with_generation(Take.objects.all())
+    if sees_everything(user):
+        return qs
+    counting = Q(generation__status=Generation.Status.SUCCEEDED, attempt=F("generation__attempt"))
+    return qs.filter(Q(generation__owner=user) | (counting & _shared_q()))
+
+
+def take_visible_to(user: User, pk: int) -> Take:
+    take = takes_visible_to(user).filter(pk=pk).first()
+    if take is None:
+        raise Http404("No such take")
+    return take
+
+
+def take_owned_by(user: User, pk: int) -> Take:
+    """Circling and notes are the filmmaker's own: anyone else (instructors too) gets 404."""
+    take = current_takes().filter(pk=pk, generation__owner=user).first()
+    if take is None:
+        raise Http404("No such take")
+    return take
+
+
+def may_see_owner(user: User, rnd: Round, owner_id: int) -> bool:
+    """Whether `user` may see `owner_id`'s circled takes in the round's gallery."""
+    return owner_id == user.pk or is_shared(rnd) or sees_everything(user)

@@ -1,0 +1,37 @@
+"""Reads of a filmmaker's queue and takes in a round, shared by the round page and its socket."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from accounts.models import User
+from generations.models import Generation, Round, Take
+from generations.queue.access import counting_takes, current_takes, with_takes
+
+
+def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:
+    """A filmmaker's queue in a round, newest first."""
+    return with_takes(Generation.objects.filter(owner=user, round=rnd)).order_by("-created_at")
+
+
+def takes_of(user: User, rnd: Round) -> list[Take]:
+    """A filmmaker's takes in a round: only those of the attempt that succeeded."""
+    return list(
+        counting_takes()
+        .filter(generation__owner=user, generation__round=rnd)
+        .select_related("generation")
+        .order_by("-created_at")
+    )
+
+
+def circled_takes_of(user: User, round_id: int | None = None) -> list[Take]:
+    """A filmmaker's circled takes (of one round), round by round, oldest first."""
+    qs = current_takes().filter(generation__owner=user, circled=True)
+    if round_id:
+        qs = qs.filter(generation__round_id=round_id)
+    return list(qs.order_by("generation__round__created_at", "created_at", "pk"))
+
+
+def round_circled_takes(rnd: Round) -> list[Take]:
+    """Everyone's circled takes in a round, oldest first."""
+    return list(current_takes().filter(generation__round=rnd, circled=True).order_by("created_at", "pk"))

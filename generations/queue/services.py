@@ -1,0 +1,173 @@
+"""The filmmaker's and the instructor's writes on the queue: submit, cancel, retry, top up a quota.
+
+Each transition is a compare-and-set on status (and attempt), so a duplicate or late request
+changes nothing; each tells the live pages itself once its transaction commits, and touches files
+only after the commit."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+from django.db import IntegrityError, transaction
+from django.db.models.fields.files import FieldFile
+from django.utils import timezone
+
+from accounts.models import User
+from generations.authoring.params import parse_spec, resolve_workflow
+from generations.broker.jobs import remove_job
+from generations.broker.messages import signal_cancel, wake
+from generations.live import groups
+from generations.models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
+from generations.queue.quota import quota_for
+
+log = logging.getLogger(__name__)
+
+S = Generation.Status
+
+
+class SubmissionRefused(Exception):
+    """A submission that must not create a generation; the message is for the filmmaker."""
+
+
+def generation_create(
+    *,
+    owner: User,
+    round_id: int,
+    template: WorkflowTemplate,
+    params: dict[str, Any],
+    submit_token: uuid.UUID | None = None,
+    priority: bool = False,
+) -> Generation:
+    """Create a queued generation from already validated params.
+
+    A `submit_token` seen before returns the generation it created (a double click or a
+    retried POST creates one generation). Filmmakers are held to the round's quota."""
+    if submit_token is not None:
+        existing = Generation.objects.filter(submit_token=submit_token, owner=owner).first()
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            # Lock the round: a concurrent pause/close, or a second submission of the same
+            # filmmaker counting against the quota, waits for us.
+            rnd = Round.objects.select_for_update().filter(pk=round_id).first()
+            _check_open(rnd, template, owner)
+            assert rnd is not None
+            workflow = resolve_workflow(template.workflow, parse_spec(template.param_spec), params)
+            generation = Generation.objects.create(
+                owner=owner,
+                round=rnd,
+                template=template,
+                params=params,
+                workflow=workflow,
+                submit_token=submit_token,
+                priority=priority and owner.is_instructor,
+            )
+            transaction.on_commit(wake)
+            groups.generation_changed(owner_id=owner.pk, generation_id=generation.pk, queue=True)
+    except IntegrityError:
+        # The same token raced us in another request; it won.
+        if submit_token is None:
+            raise
+        return Generation.objects.get(submit_token=submit_token, owner=owner)
+    log.info("generation %s queued for %s", generation.pk, owner)
+    return generation
+
+
+def _check_open(rnd: Round | None, template: WorkflowTemplate, owner: User) -> None:
+    if rnd is None:
+        raise SubmissionRefused("This round does not exist.")
+    if rnd.status != Round.Status.OPEN:
+        raise SubmissionRefused(
+            f"The round “{rnd.title}” is {rnd.get_status_display().lower()}: no new generations."
+        )
+    if not rnd.templates.filter(pk=template.pk).exists():
+        raise SubmissionRefused("This template is not offered in this round.")
+    if not owner.is_instructor:
+        quota = quota_for(owner, rnd)
+        if quota.left <= 0:
+            raise SubmissionRefused(
+                f"You have 0 generations left in this round: you have used all {quota.total}. "
+                "Cancelled and failed-by-the-system generations don't count; "
+                "ask the instructor for more."
+            )
+
+
+def quota_top_up(*, round: Round, filmmaker: User, amount: int, by: User) -> QuotaTopUp:
+    if amount <= 0:
+        raise ValueError("A top-up adds at least one generation.")
+    top_up = QuotaTopUp.objects.create(round=round, filmmaker=filmmaker, amount=amount, granted_by=by)
+    # Their pages show the quota beside the queue; the live room shows it per filmmaker.
+    groups.generation_changed(owner_id=filmmaker.pk, generation_id=0, queue=True)
+    return top_up
+
+
+def generation_cancel(*, generation: Generation) -> bool:
+    """Cancel from any state that has not finished. Queued: at once. Dispatched: also taken
+    out of RQ. Running: the worker is told through Redis and interrupts its backend. Takes
+    of the attempt are removed, so a cancelled generation never shows one."""
+    now = timezone.now()
+    with transaction.atomic():
+        current = Generation.objects.select_for_update().filter(pk=generation.pk).first()
+        if current is None or current.status in Generation.TERMINAL:
+            return False
+        previous, attempt = current.status, current.attempt
+        Generation.objects.filter(pk=current.pk).update(
+            status=S.CANCELLED, finished_at=now, progress_message=""
+        )
+        # An upload that finished just before us must not survive as a take.
+        takes_discard(Take.objects.filter(generation=current))
+        groups.generation_changed(owner_id=current.owner_id, generation_id=current.pk, queue=True)
+    if previous in Generation.IN_FLIGHT:
+        try:
+            signal_cancel(current.pk, attempt)
+            if previous == S.DISPATCHED:
+                remove_job(current.template.queue, current.pk, attempt)
+        except redis.RedisError:
+            # The worker's upload is refused and its events ignored all the same.
+            log.warning("could not signal the cancel of generation %s", current.pk, exc_info=True)
+    generation.refresh_from_db()
+    log.info("generation %s cancelled (was %s)", generation.pk, previous)
+    return True
+
+
+def takes_discard(takes: Iterable[Take]) -> None:
+    """Delete takes: their rows now, their files once the transaction commits (a rollback keeps them)."""
+    files: list[FieldFile] = []
+    for take in takes:
+        files += [f for f in (take.file, take.poster, take.thumbnail) if f]
+        take.delete()
+    if files:
+        transaction.on_commit(lambda: [f.storage.delete(f.name) for f in files])
+
+
+def generation_retry(*, generation: Generation) -> bool:
+    """failed → queued, same parameters, when the failure was the system's (not validation)."""
+    if generation.status != S.FAILED or generation.retriable is False:
+        raise SubmissionRefused("Only a generation that failed for a system reason can be retried.")
+    with transaction.atomic():
+        rnd = Round.objects.select_for_update().get(pk=generation.round_id)
+        if rnd.status != Round.Status.OPEN:
+            raise SubmissionRefused(f"The round “{rnd.title}” is not open: it cannot be retried now.")
+        # The failure did not count; the retry does.
+        if not generation.owner.is_instructor and quota_for(generation.owner, rnd).left <= 0:
+            raise SubmissionRefused("You have 0 generations left in this round, so it cannot be retried.")
+        n = Generation.objects.filter(pk=generation.pk, status=S.FAILED, attempt=generation.attempt).update(
+            status=S.QUEUED,
+            error_message="",
+            error_detail="",
+            retriable=None,
+            progress=0,
+            progress_message="",
+            finished_at=None,
+            started_at=None,
+        )
+        if n == 1:
+            transaction.on_commit(wake)
+            groups.generation_changed(owner_id=generation.owner_id, generation_id=generation.pk, queue=True)
+    generation.refresh_from_db()
+    return n == 1

@@ -1,0 +1,189 @@
+"""The filmmaker's round page (the studio): the brief, the submit form, my queue and my takes;
+submit, cancel and retry; a job card; a running job's preview frame; a take's file and poster."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from generations.authoring.params import ParamsForm, parse_spec
+from generations.broker.previews import previews
+from generations.files.ranges import stored_file_response
+from generations.files.streaming import streamed
+from generations.gallery.remix import remix_initial
+from generations.instructor.announcements import announcements_active
+from generations.instructor.briefs import brief_images
+from generations.models import Round, WorkflowTemplate
+from generations.queue import services
+from generations.queue.access import generation_for_user, round_current_for, round_for_user, take_visible_to
+from generations.queue.cards import queue_context, with_previews
+from generations.queue.selectors import takes_of
+
+PAGE = "generations/round.html"
+
+
+def _form_for(template: WorkflowTemplate | None, data: Any = None, initial: Any = None) -> ParamsForm:
+    spec = parse_spec(template.param_spec) if template else []
+    return ParamsForm(spec, data=data, initial=initial)
+
+
+def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, Any]:
+    templates = list(rnd.templates.all())
+    chosen = extra.pop("template", None)
+    if chosen is None:
+        slug = request.GET.get("template")
+        chosen = next((t for t in templates if t.slug == slug), templates[0] if templates else None)
+    return {
+        "round": rnd,
+        "templates": templates,
+        "template_obj": chosen,
+        # A "Use these settings" link from the gallery fills the form (gallery.remix_url).
+        "form": extra.pop("form", None) or _form_for(chosen, initial=remix_initial(request.GET, chosen)),
+        "submit_token": uuid.uuid4(),
+        "takes": takes_of(request.user, rnd),
+        # The socket sends both again on connect; a page shows them before it connects too.
+        "announcements": announcements_active(),
+        "brief_images": brief_images(rnd),
+        **queue_context(request.user, rnd),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    rnd = round_current_for(request.user)
+    if rnd is None:
+        return render(request, "generations/no_round.html")
+    if request.htmx:  # the waiting page's check: a full navigation to the round
+        return HttpResponse(headers={"HX-Redirect": reverse("round", args=[rnd.pk])})
+    return redirect("round", pk=rnd.pk)
+
+
+@login_required
+@require_GET
+def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    rnd = round_for_user(request.user, pk)
+    return render(request, PAGE, _page_context(request, rnd))
+
+
+@login_required
+@require_POST
+def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
+    """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
+    rnd = round_for_user(request.user, pk)
+    raw = request.POST.get("template", "")
+    template = rnd.templates.filter(pk=int(raw)).first() if raw.isdigit() else None
+    form = _form_for(template, data=request.POST)
+    error = ""
+    if template is None:
+        error = "Unknown template: pick one of this round's templates."
+    elif form.is_valid():
+        try:
+            generation = services.generation_create(
+                owner=request.user,
+                round_id=rnd.pk,
+                template=template,
+                params=form.cleaned_data,
+                submit_token=_token(request.POST.get("submit_token")),
+                priority=request.POST.get("priority") == "on",
+            )
+        except services.SubmissionRefused as exc:
+            error = str(exc)
+        else:
+            # Keep the settings for the next try; a blank seed gives a new random one.
+            again = {k: v for k, v in generation.params.items() if k != "seed"}
+            form = _form_for(template, initial=again)
+            context = _page_context(request, rnd, template=template, form=form)
+            return render(request, f"{PAGE}#submit-response", context)
+    context = _page_context(request, rnd, template=template, form=form, form_error=error)
+    return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _token(raw: str | None) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
+def _card_response(request: HttpRequest, generation_id: int, *, error: str = "") -> HttpResponse:
+    """The job card as it is now, and the queue (positions and quota changed) out of band."""
+    generation = generation_for_user(request.user, generation_id)
+    context = {"g": generation, "card_error": error}
+    html = render_to_string(f"{PAGE}#job-card", context, request=request)
+    if generation.owner_id == request.user.pk:
+        queue = {**queue_context(request.user, generation.round), "oob": True}
+        html += render_to_string(f"{PAGE}#my-queue", queue, request=request)
+    return HttpResponse(html, status=422 if error else 200)
+
+
+@login_required
+@require_POST
+def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    services.generation_cancel(generation=generation_for_user(request.user, pk))
+    return _card_response(request, pk)
+
+
+@login_required
+@require_POST
+def generation_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        services.generation_retry(generation=generation_for_user(request.user, pk))
+    except services.SubmissionRefused as exc:
+        return _card_response(request, pk, error=str(exc))
+    return _card_response(request, pk)
+
+
+@login_required
+@require_GET
+def generation_card(request: HttpRequest, pk: int) -> HttpResponse:
+    generation = with_previews([generation_for_user(request.user, pk)])[0]
+    return HttpResponse(render_to_string(f"{PAGE}#job-card", {"g": generation}, request=request))
+
+
+@login_required
+@require_GET
+def generation_preview(request: HttpRequest, pk: int) -> HttpResponse:
+    """The latest preview frame of a running generation (kept in Redis while it renders)."""
+    generation = generation_for_user(request.user, pk)
+    found = previews([(generation.pk, generation.attempt)]).get(generation.pk)
+    if not found:
+        return HttpResponse(status=404)
+    response = HttpResponse(base64.b64decode(str(found["image"])), content_type=str(found["content_type"]))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def take_file(request: HttpRequest, pk: int) -> HttpResponseBase:
+    take = take_visible_to(request.user, pk)
+    response = stored_file_response(
+        request,
+        take.file,
+        content_type=take.content_type,
+        filename=take.filename,
+        attachment=request.GET.get("download") == "1",
+    )
+    return streamed(request, response)
+
+
+@login_required
+@require_GET
+def take_poster(request: HttpRequest, pk: int) -> HttpResponseBase:
+    take = take_visible_to(request.user, pk)
+    if not take.poster:
+        return HttpResponse(status=404)
+    return streamed(
+        request, stored_file_response(request, take.poster, content_type="image/png", filename="poster.png")
+    )
