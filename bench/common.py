@@ -3,14 +3,16 @@ processes of tests/live.py."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+# Each run gets a database of its own (dropped at exit) and claims a Redis database like a test run
+# does (tests/redis_db.py), so benchmarks and test runs on one machine never flush each other.
+SERVER = "postgres://postgres@127.0.0.1:5432"
 DEFAULTS = {
-    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/workshop_bench",
-    "REDIS_URL": "redis://127.0.0.1:6379/8",
     "SECRET_KEY": "bench-only-not-secret",
     "SECURE_SSL_REDIRECT": "false",
     "SESSION_COOKIE_SECURE": "false",
@@ -29,10 +31,38 @@ def ensure_database(url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def drop_database(url: str) -> None:
+    import psycopg
+    from django.db import connections
+    from psycopg import sql
+
+    connections.close_all()
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def own_services() -> None:
+    """A PostgreSQL database (dropped at exit) and a Redis database of this run's own, unless set."""
+    if not os.environ.get("DATABASE_URL"):
+        url = f"{SERVER}/workshop_bench_{os.getpid()}"
+        os.environ["DATABASE_URL"] = url
+        atexit.register(drop_database, url)
+    if not os.environ.get("REDIS_URL"):
+        import redis
+
+        from tests import redis_db
+
+        n = redis_db.claim(redis.Redis.from_url(f"{redis_db.BASE}/0"))
+        os.environ["REDIS_URL"] = f"{redis_db.BASE}/{n}"
+        atexit.register(redis_db.release)
+
+
 def setup() -> Any:
     """Environment defaults, Django set up on a migrated and emptied database; returns Redis (emptied)."""
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+    own_services()
     os.environ["DJANGO_SETTINGS_MODULE"] = "workshop.settings"
     ensure_database(os.environ["DATABASE_URL"])
     import django

@@ -13,7 +13,7 @@ included, no network) and reports the median and p90 over many requests:
 
 The query counts are taken once at 300 takes and again at 1,500: they must not grow.
 
-Usage: .venv/bin/python bench/gallery.py   (env: BENCH_REPEAT, DATABASE_URL)
+Usage: .venv/bin/python bench/gallery.py   (env: BENCH_REPEAT; DATABASE_URL and REDIS_URL override its own)
 Prints a table, then one JSON line with the figures.
 """
 
@@ -29,7 +29,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/workshop_bench_gallery")
 os.environ.setdefault("SECRET_KEY", "bench-only-not-secret")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE"):
@@ -138,8 +137,9 @@ def measure(client, url: str, *, htmx: bool = False, repeat: int = REPEAT) -> di
 
 def main() -> None:
     started = time.monotonic()
-    from bench.common import ensure_database
+    from bench.common import ensure_database, own_services
 
+    own_services()  # a database of its own (dropped at exit), and its own Redis database
     ensure_database(os.environ["DATABASE_URL"])
     import django
 

@@ -81,6 +81,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    release()
+
+
+def release() -> None:
+    """Give the claimed database back (a benchmark calls it at exit; a test run when it ends)."""
     if _claimed is not None:
         conn, key, me = _claimed
         try:
