@@ -29,7 +29,7 @@ S = Generation.Status
 def raw_target(queue: str) -> tuple[int, float]:
     """(workers wanted now before bounds and delay, seconds of work waiting) for one queue."""
     now = timezone.now()
-    rates: dict[int, float | None] = {}
+    rates: eta.Models = {}
     work = 0.0
     waiting_owners: set[int] = set()
     for g in Generation.objects.filter(

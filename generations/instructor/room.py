@@ -112,7 +112,7 @@ def _drain_seconds(estimates: dict[int, eta.Estimate], in_flight: list[Generatio
     """Until the last queued job is done (eta's figures), else until the running ones are."""
     if estimates:
         return max(e.done_in for e in estimates.values())
-    rates: dict[int, float | None] = {}
+    rates: eta.Models = {}
     now = timezone.now()
     left = [
         eta.duration(g.template, g.params, rates)
