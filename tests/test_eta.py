@@ -123,7 +123,9 @@ def test_it_shows_the_position_on_the_job_card(redis_conn, owner_client, owner, 
     assert "next · starts now · ready in under a minute" in html and "generations left in this round" in html
 
 
-def test_it_shows_a_range_when_the_start_is_a_while_off(redis_conn, owner, other, open_round, template) -> None:
+def test_it_shows_a_range_when_the_start_is_a_while_off(
+    redis_conn, owner, other, open_round, template
+) -> None:
     warm_worker(redis_conn)
     for seconds, frames in ((60, 9), (120, 27), (90, 18)):
         measured(owner, open_round, template, seconds=seconds, frames=frames)
