@@ -171,8 +171,16 @@ def room_state(rnd: Round) -> dict[str, Any]:
         "close_count": by_status.get(S.QUEUED, 0),
         "burst": _burst_state(rnd),
         "desired": autoscale.published(conn).get("video", 0),
+        "target": _target(conn),
         "warm_default": max(len(filmmakers) // 2, 1),
     }
+
+
+def _target(conn: redis.Redis) -> autoscale.Target | None:
+    try:
+        return autoscale.target_explained(conn, "video")
+    except redis.RedisError:
+        return None
 
 
 def _burst_state(rnd: Round) -> dict[str, Any]:

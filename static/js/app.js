@@ -193,6 +193,16 @@
     });
   }, 1000);
 
+  // --- The login page: a login card's QR code brings the username along ----------------------
+  document.addEventListener("DOMContentLoaded", () => {
+    const name = new URLSearchParams(location.search).get("username");
+    const field = document.querySelector(".login input[name=username]");
+    if (name && field && !field.value) {
+      field.value = name;
+      document.querySelector(".login input[name=password]")?.focus();
+    }
+  });
+
   // --- Confirmations and printing, without inline handlers ---------------------------------
   document.addEventListener("click", (event) => {
     const asking = event.target.closest("[data-confirm]");

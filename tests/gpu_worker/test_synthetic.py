@@ -207,7 +207,8 @@ from gpu_worker.backends.synthetic import SyntheticBackend
 from gpu_worker.previews import PreviewForwarder
 
 sent = []
-forward = PreviewForwarder(lambda data, kind, w, h: sent.append([time.monotonic(), kind, w, h, data[:2].hex()]))
+keep = lambda data, kind, w, h: sent.append([time.monotonic(), kind, w, h, data[:2].hex()])
+forward = PreviewForwarder(keep)
 ctx = JobContext(workdir=Path(sys.argv[2]), on_preview=forward)
 job = JobSpec(generation_id=1, attempt=1, template="synthetic", workflow={}, params=json.loads(sys.argv[1]))
 SyntheticBackend(frame_delay=0.1).run(job, ctx)
