@@ -59,6 +59,7 @@ def test_a_filmmaker_watches_a_generation_render_live(live_stack, page, owner, o
     page.evaluate("window.__sameDocument = true")
 
     page.fill("textarea[name=prompt]", "a red kite over the cliffs")
+    page.click("details.raw summary")  # the raw fields behind the presets
     page.fill("input[name=frames]", "25")
     page.fill("input[name=width]", "128")
     page.fill("input[name=height]", "96")
