@@ -62,7 +62,8 @@ def in_viewport(page: Page, selector: str) -> bool:
         selector,
         """el => {
             const r = el.getBoundingClientRect();
-            if (r.width === 0 || r.bottom <= 0 || r.top >= innerHeight || r.right <= 0 || r.left >= innerWidth) return false;
+            const off = r.bottom <= 0 || r.top >= innerHeight || r.right <= 0 || r.left >= innerWidth;
+            if (r.width === 0 || off) return false;
             const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
             return el === hit || el.contains(hit);
         }""",
@@ -136,9 +137,8 @@ def test_it_shows_the_preview_frame_of_a_running_take(live_stack, browser, owner
     expect(tile).to_have_count(1, timeout=30_000)
     preview = tile.locator("img.tile-preview")
     expect(preview).to_be_visible(timeout=10_000)
-    assert preview.evaluate(
-        "img => img.complete && img.naturalWidth > 0 || new Promise(done => img.onload = () => done(img.naturalWidth > 0))"
-    )
+    loaded = "img => (img.complete && img.naturalWidth > 0) || new Promise(ok => img.onload = () => ok(1))"
+    assert preview.evaluate(loaded)
 
 
 def test_it_pins_an_announcement_to_the_top_while_scrolled_down(

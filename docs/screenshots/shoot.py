@@ -73,7 +73,8 @@ def main() -> None:
         for shot in LONG:
             submit(me, *shot)
         submit(pages["filmmaker2"], "a fox crosses a frozen river, close-up", "16:9", "8 s")
-        expect(me.locator("#my-queue .tile.status-running img.tile-preview").first).to_be_visible(timeout=60_000)
+        preview = me.locator("#my-queue .tile.status-running img.tile-preview").first
+        expect(preview).to_be_visible(timeout=60_000)
         me.wait_for_timeout(2500)
         me.mouse.move(5, 5)
         me.screenshot(path=HERE / "round-desktop.png")
@@ -105,6 +106,9 @@ def main() -> None:
         teacher.locator(".panel-nav").get_by_role("link", name="Live room").click()
         expect(teacher.locator("body.live")).to_have_count(1)
         teacher.wait_for_timeout(1500)
+        # At a glance: the figures, then the queue with what finished lately, the filmmakers, the GPUs.
+        teacher.evaluate("window.scrollTo(0, document.querySelector('.figures').offsetTop - 16)")
+        teacher.wait_for_timeout(500)
         teacher.screenshot(path=HERE / "room.png")
         browser.close()
 

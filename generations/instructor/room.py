@@ -146,6 +146,8 @@ def room_state(rnd: Round) -> dict[str, Any]:
         g.estimate = estimates.get(g.pk)  # type: ignore[attr-defined]
     queued.sort(key=lambda g: (g.estimate.position if g.estimate else 10**9, g.created_at))  # type: ignore[attr-defined]
     in_flight = [g for g in active if g.status in Generation.IN_FLIGHT]
+    for g in in_flight:
+        g.estimate = estimates.get(g.pk)  # type: ignore[attr-defined]
     finished = list(
         Generation.objects.filter(round=rnd, status__in=Generation.TERMINAL)
         .select_related("owner", "template")
