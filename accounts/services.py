@@ -11,8 +11,12 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import segno
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Concat, Lower
+from django.utils.safestring import SafeString, mark_safe
 
 from .models import User
 
@@ -45,6 +49,35 @@ def names_parse(text: str) -> list[str]:
     if too_long := [n for n in names if len(n) > 150]:
         raise AccountsRefused(f"This name is longer than 150 characters: {too_long[0][:40]}…")
     return names
+
+
+def _folded(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
+def names_repeated(names: list[str]) -> list[str]:
+    """Names that would become a second account for the same person: typed twice in this list, or
+    the full name of an account that exists already (case and spaces aside). In list order."""
+    existing = set(
+        User.objects.annotate(full=Lower(Concat("first_name", Value(" "), "last_name"))).values_list(
+            "full", flat=True
+        )
+    )
+    existing = {_folded(n) for n in existing if n.strip()}
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for name in names:
+        key = _folded(name)
+        if (key in existing or key in seen) and name not in repeated:
+            repeated.append(name)
+        seen.add(key)
+    return repeated
+
+
+def login_qr_svg(url: str) -> SafeString:
+    """A QR code of the login link, as inline SVG (dark on white, to print and to scan)."""
+    code = segno.make(url, error="m")
+    return mark_safe(code.svg_inline(scale=3, border=2, dark="#000", light="#fff", svgclass="login-qr"))  # noqa: S308 - segno's own markup
 
 
 def password_generate() -> str:

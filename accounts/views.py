@@ -6,6 +6,7 @@ import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -47,12 +48,15 @@ def _filmmaker(pk: int) -> User:
 @instructor_required
 @require_GET
 def account_list(request: HttpRequest) -> HttpResponse:
-    people = (
+    return render(request, "accounts/list.html", {"people": _people(), "batch": uuid.uuid4()})
+
+
+def _people() -> Any:
+    return (
         User.objects.filter(role=User.Role.FILMMAKER, is_superuser=False)
         .annotate(n_generations=Count("generations"))
         .order_by("-is_active", "username")
     )
-    return render(request, "accounts/list.html", {"people": people, "batch": uuid.uuid4()})
 
 
 @instructor_required
@@ -69,7 +73,22 @@ def accounts_create(request: HttpRequest) -> HttpResponse:
         )
         return redirect("accounts-list")
     try:
-        logins = services.filmmakers_create(names=services.names_parse(request.POST.get("names", "")))
+        names = services.names_parse(request.POST.get("names", ""))
+    except services.AccountsRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("accounts-list")
+    repeated = services.names_repeated(names)
+    if repeated and request.POST.get("repeats") != "create":
+        # A name typed twice, or someone who has an account already: ask before a second account.
+        context = {
+            "people": _people(),
+            "batch": batch,
+            "names": request.POST.get("names", ""),
+            "repeated": repeated,
+        }
+        return render(request, "accounts/list.html", context, status=409)
+    try:
+        logins = services.filmmakers_create(names=names)
     except services.AccountsRefused as exc:
         messages.error(request, str(exc))
         return redirect("accounts-list")
@@ -104,9 +123,20 @@ def account_activate(request: HttpRequest, pk: int) -> HttpResponse:
 
 def _cards(request: HttpRequest, logins: list[services.Login], *, title: str) -> HttpResponse:
     login_url = request.build_absolute_uri(reverse("login"))
-    response = render(
-        request, "accounts/cards.html", {"logins": logins, "title": title, "login_url": login_url}
-    )
+    names = [login.user.get_full_name() for login in logins]
+    cards = [
+        {
+            "login": login,
+            # The QR code opens the login page with the username filled in.
+            "qr": services.login_qr_svg(f"{login_url}?{urlencode({'username': login.user.username})}"),
+            # Two cards may carry one name (someone typed twice on purpose): the username tells them apart.
+            "repeated": names.count(login.user.get_full_name()) > 1,
+        }
+        for login in logins
+    ]
+    shown_url = login_url.split("://", 1)[-1]
+    context = {"cards": cards, "title": title, "login_url": login_url, "shown_url": shown_url}
+    response = render(request, "accounts/cards.html", context)
     # Passwords in the clear: no cache may keep this page.
     response["Cache-Control"] = "no-store"
     return response

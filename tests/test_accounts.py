@@ -99,3 +99,31 @@ def test_it_lists_the_filmmakers(instructor_client, owner, other) -> None:
     assert (
         f'id="account-{owner.pk}"' in html and f'id="account-{other.pk}"' in html and 'name="batch"' in html
     )
+
+
+def test_it_warns_before_a_second_account_for_the_same_name(instructor_client) -> None:
+    make_user("ana", first_name="Ana", last_name="López")
+    response = create(instructor_client, "ana  lópez\nBen Okafor\nBen Okafor")
+    html = response.content.decode()
+    assert response.status_code == 409 and "second account" in html and "Ben Okafor" in html
+    assert not User.objects.filter(username__startswith="ben").exists()
+
+
+def test_it_creates_a_repeated_name_once_asked_to_and_tells_the_cards_apart(instructor_client) -> None:
+    response = instructor_client.post(
+        reverse("accounts-create"), {"names": "Ben Okafor\nBen Okafor", "batch": "b2", "repeats": "create"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200 and "(ben)" in html and "(ben.okafor)" in html
+
+
+def test_it_prints_a_qr_code_of_the_login_page_on_each_card(instructor_client) -> None:
+    html = create(instructor_client, "Ana López").content.decode()
+    assert html.count("<svg") == 1 and 'class="login-qr"' in html and 'class="card-url' in html
+
+
+def test_it_gives_instructors_the_admin_they_need_and_no_more(instructor_client) -> None:
+    assert instructor_client.get("/admin/generations/workflowtemplate/").status_code == 200
+    assert instructor_client.get("/admin/generations/round/").status_code == 200
+    assert instructor_client.get("/admin/accounts/user/").status_code == 200  # to look up a login
+    assert instructor_client.get("/admin/accounts/user/add/").status_code == 403

@@ -84,6 +84,7 @@ def test_a_model_free_generation_on_a_real_comfyui_plays_in_the_browser(
 
     # 72 frames at 320x240 take a couple of seconds on a CPU: long enough to see the card run.
     page.fill("input[name=seed]", "21")
+    page.click("details.raw summary")  # the raw fields behind the presets
     page.fill("input[name=frames]", "72")
     page.fill("input[name=width]", "320")
     page.fill("input[name=height]", "240")

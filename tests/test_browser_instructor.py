@@ -86,7 +86,7 @@ def test_it_brings_an_announcement_to_a_filmmakers_page(
     teacher.fill("#announce-text", "Lunch in ten minutes")
     teacher.get_by_role("button", name="Announce").click()
 
-    banner = filmmaker.locator("#announcements .announcement")
+    banner = filmmaker.locator("#notices .notice")
     expect(banner).to_contain_text("Lunch in ten minutes")
     assert filmmaker.evaluate("window.__sameDocument") is True
     banner.get_by_role("button", name="Dismiss").click()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import zipfile
 
 import pytest
@@ -94,6 +95,13 @@ def test_it_saves_a_note(owner_client, take) -> None:
     response = owner_client.post(reverse("gallery-note", args=[take.pk]), {"note": "use for the ending"})
     assert response.status_code == 200 and 'value="use for the ending"' in response.content.decode()
     assert Take.objects.get(pk=take.pk).note == "use for the ending"
+
+
+def test_it_confirms_a_saved_note_with_a_toast(owner_client, take) -> None:
+    response = owner_client.post(
+        reverse("gallery-note", args=[take.pk]), {"note": "ending"}, HTTP_HX_REQUEST="true"
+    )
+    assert json.loads(response["HX-Trigger"]) == {"toast": {"text": "Note saved.", "kind": "ok"}}
 
 
 def test_it_refuses_another_filmmakers_circle_and_note(other_client, take) -> None:

@@ -4,6 +4,7 @@ test_instructor_* files too."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 
@@ -17,6 +18,7 @@ from django.utils import timezone
 from accounts.models import User
 from generations.dispatch import attempts
 from generations.fleet import costs
+from generations.fleet.autoscale import Autoscaler
 from generations.instructor import announcements, briefs, lifecycle, room, spotlight, workshop
 from generations.models import Announcement, Generation, Round, Take, WorkflowTemplate, Workshop
 from generations.queue import quota, services
@@ -53,6 +55,9 @@ def instructor_client(instructor: User) -> Client:
 
 def post(client: Client, url_name: str, *args: object, **data: object):
     return client.post(reverse(url_name, args=args), data)
+
+
+PARAMS = {"prompt": "a heron", "seed": 1, "frames": 9, "width": 64, "height": 64, "fps": 12}
 
 
 # --- The round lifecycle ---------------------------------------------------------------------
@@ -279,3 +284,23 @@ def test_it_hides_a_drafts_images_from_filmmakers(owner_client, open_round) -> N
     Round.objects.filter(pk=open_round.pk).update(status=Round.Status.DRAFT)
     response = owner_client.get(reverse("round-brief-image", args=[open_round.pk, "a.png"]))
     assert response.status_code == 404
+
+
+def test_it_confirms_a_warm_up_and_explains_the_target(
+    instructor_client, owner, other, open_round, redis_conn
+) -> None:
+    response = post(instructor_client, "instructor-warm", workers="2")
+    assert "Warming 2 GPUs" in json.loads(response["HX-Trigger"])["toast"]["text"]
+    for person in (owner, other):
+        services.generation_create(
+            owner=person, round_id=open_round.pk, template=open_round.templates.get(), params=PARAMS
+        )
+    Autoscaler().publish(redis_conn, ["video"])
+    html = instructor_client.get(reverse("instructor-room", args=[open_round.pk])).content.decode()
+    assert "2 wanted</strong>: 2 waiting filmmakers (one GPU each) + 2 warm for 15 more min" in html
+
+
+def test_it_confirms_a_top_up_with_a_toast(instructor_client, owner, open_round) -> None:
+    response = post(instructor_client, "instructor-top-up", open_round.pk, owner.pk, amount="5")
+    text = json.loads(response["HX-Trigger"])["toast"]["text"]
+    assert text == f"+5 for {owner.username}: {open_round.quota + 5} left in this round."

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -142,3 +144,22 @@ def test_it_tells_a_filmmaker_when_no_round_is_open_and_keeps_checking(owner_cli
 def test_it_sends_the_waiting_page_to_the_round_once_it_opens(owner_client, open_round) -> None:
     response = owner_client.get("/", HTTP_HX_REQUEST="true")
     assert response["HX-Redirect"] == reverse("round", args=[open_round.pk])
+
+
+def test_it_lands_an_instructor_on_the_panel(instructor, open_round) -> None:
+    client = Client()
+    client.force_login(instructor)
+    assert client.get("/")["Location"] == reverse("instructor-panel")
+
+
+def test_it_keeps_a_locked_seed_for_the_next_take(owner_client, open_round, valid_data) -> None:
+    url = reverse("generation-submit", args=[open_round.pk])
+    locked = owner_client.post(url, {**valid_data, "seed_lock": "on"}).content.decode()
+    unlocked = owner_client.post(url, {**valid_data, "submit_token": str(uuid.uuid4())}).content.decode()
+    assert 'name="seed" value="7"' in locked and 'name="seed" value="7"' not in unlocked
+
+
+def test_it_confirms_a_cancel_with_a_toast(owner_client, generation) -> None:
+    response = owner_client.post(reverse("generation-cancel", args=[generation.pk]), HTTP_HX_REQUEST="true")
+    assert json.loads(response["HX-Trigger"])["toast"]["text"] == f"#{generation.pk} cancelled."
+    assert f'id="gen-{generation.pk}"' in response.content.decode().split('id="my-takes"')[1]

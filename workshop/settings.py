@@ -175,12 +175,17 @@ GPU_PRICE_PER_HOUR = env("GPU_PRICE_PER_HOUR", "")
 COLD_START_SECONDS = envint("COLD_START_SECONDS", 90)
 
 AUTH_USER_MODEL = "accounts.User"
+# Instructors get the admin permissions of their role (accounts/backends.py).
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "accounts.backends.InstructorBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "home"  # filmmakers land on the open round, instructors on their panel
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"

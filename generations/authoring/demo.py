@@ -1,4 +1,5 @@
-"""The demo workshop: a synthetic template, an open round, an instructor and three filmmakers."""
+"""The demo workshop: a synthetic template, an open round, an admin, an instructor and three
+filmmakers."""
 
 from __future__ import annotations
 
@@ -121,6 +122,10 @@ def seed_demo(*, template_slug: str | None = None) -> list[Login]:
                 username=username, password=password, role=role, is_staff=role == User.Role.INSTRUCTOR
             )
             logins.append(Login(username, password, role))
+        # The admin (Django's /admin/ in full: users, every table); instructors see their share.
+        password = "-".join(secrets.token_hex(2) for _ in range(3))
+        User.objects.create_superuser(username="admin", password=password, role=User.Role.INSTRUCTOR)
+        logins.insert(0, Login("admin", password, "admin"))
         rnd = Round.objects.create(
             title="Round 1: a single shot",
             brief=(

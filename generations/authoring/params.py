@@ -14,6 +14,7 @@ Types: text, int, float, seed (an int that is random when left blank), choice
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,7 +110,9 @@ def _field_for(p: Param) -> forms.Field:
         lo = 0 if p.type == "seed" and p.min is None else p.min
         hi = SEED_MAX if p.type == "seed" and p.max is None else p.max
         validators = [_step_validator(p)] if p.step else []
-        attrs = {"step": p.step} if p.step else {}
+        attrs: dict[str, Any] = {"step": p.step} if p.step else {}
+        if p.offset:
+            attrs["data-offset"] = p.offset  # the composer's length presets snap to step k + offset
         return forms.IntegerField(
             initial=p.default,
             min_value=lo,
@@ -148,3 +151,121 @@ def resolve_workflow(workflow: dict[str, Any], spec: list[Param], values: dict[s
         for node, input_name in p.targets:
             resolved[node]["inputs"][input_name] = values[p.name]
     return resolved
+
+
+# --- The composer: presets people think in, the raw fields behind them -------------------------
+
+# Lengths offered, in seconds; each becomes the nearest frame count the template allows.
+LENGTHS = (2, 3, 4, 5, 8, 10, 15, 20)
+# (label, width / height, what it is for)
+ASPECTS = (
+    ("16:9", 16 / 9, "widescreen"),
+    ("2.39:1", 2.39, "scope"),
+    ("4:3", 4 / 3, "academy"),
+    ("1:1", 1.0, "square"),
+    ("9:16", 9 / 16, "vertical"),
+)
+MAX_PRESETS = 6
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One chip of the composer: a label people think in and the exact values it sets."""
+
+    label: str
+    values: dict[str, int]
+    detail: str  # what the values are, exactly ("121 frames · 5.0 s at 24 fps", "768×432")
+    seconds: float | None = None  # a length preset's length (the page re-snaps it when fps changes)
+
+
+def _int_param(spec: list[Param], name: str) -> Param | None:
+    return next((p for p in spec if p.name == name and p.type == "int"), None)
+
+
+def snap(p: Param, value: float) -> int | None:
+    """The allowed value of `p` nearest `value` (its step and offset, within min and max)."""
+    step = p.step or 1
+    lo = int(p.min) if p.min is not None else None
+    hi = int(p.max) if p.max is not None else None
+    k = round((value - p.offset) / step)
+    candidate = k * step + p.offset
+    if lo is not None and candidate < lo:
+        candidate = -(-(lo - p.offset) // step) * step + p.offset
+    if hi is not None and candidate > hi:
+        candidate = ((hi - p.offset) // step) * step + p.offset
+    if (lo is not None and candidate < lo) or (hi is not None and candidate > hi):
+        return None
+    return int(candidate)
+
+
+def length_presets(spec: list[Param], fps: float | None = None) -> list[Preset]:
+    """Clip lengths in seconds, each the frame count the template allows nearest to it (8k+1 for
+    LTX), kept when within 15 % of the length it is named for."""
+    frames = _int_param(spec, "frames")
+    rate = _int_param(spec, "fps")
+    fps = fps or (float(rate.default) if rate and rate.default else None)
+    if frames is None or not fps:
+        return []
+    presets: list[Preset] = []
+    for seconds in LENGTHS:
+        n = snap(frames, seconds * fps)
+        if (
+            n is None
+            or abs(n / fps - seconds) > 0.15 * seconds
+            or any(p.values["frames"] == n for p in presets)
+        ):
+            continue
+        detail = f"{n} frames · {n / fps:.1f} s at {fps:g} fps"
+        presets.append(Preset(f"{seconds} s", {"frames": n}, detail, seconds=seconds))
+    return presets[:MAX_PRESETS]
+
+
+def aspect_presets(spec: list[Param]) -> list[Preset]:
+    """Aspect ratios at about the template's default picture area, as the sizes it allows."""
+    width, height = _int_param(spec, "width"), _int_param(spec, "height")
+    if width is None or height is None or not width.default or not height.default:
+        return []
+    area = float(width.default) * float(height.default)
+    sizes = [(w, h) for w in _allowed(width) for h in _allowed(height)]
+    presets: list[Preset] = []
+    for label, ratio, use in ASPECTS:
+        # Near the ratio first (a few percent), then near the default's area.
+        w, h = min(
+            sizes, key=lambda s: 10 * abs(math.log(s[0] / s[1] / ratio)) + abs(math.log(s[0] * s[1] / area))
+        )
+        if abs(math.log(w / h / ratio)) > 0.08 or any(p.values == {"width": w, "height": h} for p in presets):
+            continue
+        presets.append(Preset(label, {"width": w, "height": h}, f"{w}×{h} · {use}"))
+    return presets
+
+
+def _allowed(p: Param) -> list[int]:
+    step = p.step or 8
+    lo = int(p.min) if p.min is not None else 64
+    hi = int(p.max) if p.max is not None else 2048
+    first = snap(p, lo) or lo
+    return list(range(first, hi + 1, step))[:400]
+
+
+@dataclass
+class Composer:
+    """The submit form as the round page lays it out: the words first, then presets, the seed,
+    and the raw fields behind a disclosure (always reachable, always the values sent)."""
+
+    words: list[Any]  # bound text fields (prompt, negative prompt)
+    seed: Any | None  # the bound seed field
+    lengths: list[Preset]
+    aspects: list[Preset]
+    raw: list[Any]  # every other bound field: frames, width, height, fps, steps...
+
+
+def composer(form: ParamsForm) -> Composer:
+    kinds = {p.name: p.type for p in form.spec}
+    bound = list(form)
+    return Composer(
+        words=[f for f in bound if kinds.get(f.name) == "text"],
+        seed=next((f for f in bound if kinds.get(f.name) == "seed"), None),
+        lengths=length_presets(form.spec),
+        aspects=aspect_presets(form.spec),
+        raw=[f for f in bound if kinds.get(f.name) not in ("text", "seed")],
+    )

@@ -70,6 +70,23 @@ class Run:
         }
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the system knows when a job arrives (for estimators run in virtual time, bench/eta.py)."""
+
+    now: float
+    pending: list[Pending]  # the new job included
+    in_flight: InFlight
+    finished: Finished
+    running: Mapping[int, tuple[str, int, float]]  # job id -> (queue, worker, started at)
+    idle_warm: Mapping[str, Sequence[int]]  # queue -> idle workers that ran a job already
+    idle_cold: Mapping[str, Sequence[int]]  # queue -> idle workers whose first job pays the cold start
+    done: Sequence[tuple[int, float, float]]  # (job id, started, finished), oldest first
+
+
+Observer = Callable[[Job, Snapshot], None]
+
+
 def simulate(
     jobs: Sequence[Job],
     workers: Mapping[str, int],
@@ -77,13 +94,16 @@ def simulate(
     *,
     cold_start: float = 0.0,
     pass_delay: float = 0.0,
+    observe: Observer | None = None,
 ) -> Run:
     """Run `jobs` on `workers` (queue -> count) under `policy`; every job runs to completion.
 
     A worker's first job takes `cold_start` longer (loading models). Conductor passes run at most once per
-    `pass_delay` (the first at once), so events closer together than that share one pass.
+    `pass_delay` (the first at once), so events closer together than that share one pass. `observe` is
+    called as each job arrives, with what is known then.
     """
     sim = _Simulation(jobs, workers, policy, cold_start=cold_start, pass_delay=pass_delay)
+    sim.observe = observe
     sim.run_all()
     return sim.run
 
@@ -119,6 +139,9 @@ class _Simulation:
         self.finished: Counter[tuple[int, int]] = Counter()
         self.pass_due = False
         self.last_pass = float("-inf")
+        self.observe: Observer | None = None
+        self.running: dict[int, tuple[str, int, float]] = {}
+        self.done: list[tuple[int, float, float]] = []
 
     def run_all(self) -> None:
         last = min((e[0] for e in self.events), default=0.0)
@@ -135,11 +158,14 @@ class _Simulation:
             job = self.by_id[job_id]
             if kind == ARRIVE:
                 self.pending[job.id] = job.pending()
+                if self.observe is not None:
+                    self.observe(job, self._snapshot(now))
             else:
                 self.in_flight[job.owner_id] -= 1
                 self.finished[(job.round_id, job.owner_id)] += 1
                 self.warm[job.queue].append(worker)
                 self.run.finished[job.id] = now
+                self.done.append((job.id, self.running.pop(job.id)[2], now))
             if not self.pass_due:
                 # As the conductor: at once if no pass ran in the last pass_delay, else when it has passed.
                 self.pass_due = True
@@ -147,6 +173,18 @@ class _Simulation:
                 heapq.heappush(self.events, (due, next(self.seq), PASS, -1, -1))
         if self.pending:
             raise RuntimeError(f"{len(self.pending)} jobs never ran: no worker serves their queue")
+
+    def _snapshot(self, now: float) -> Snapshot:
+        return Snapshot(
+            now=now,
+            pending=list(self.pending.values()),
+            in_flight=dict(self.in_flight),
+            finished=dict(self.finished),
+            running=dict(self.running),
+            idle_warm={q: list(w) for q, w in self.warm.items()},
+            idle_cold={q: list(w) for q, w in self.cold.items()},
+            done=list(self.done),
+        )
 
     def _pass(self, now: float) -> None:
         self.pass_due = False
@@ -163,6 +201,7 @@ class _Simulation:
             del self.pending[job.id]
             self.in_flight[job.owner_id] += 1
             self.run.started[job.id] = now
+            self.running[job.id] = (job.queue, worker, now)
             done_at = now + job.duration + (0.0 if is_warm else self.cold_start)
             heapq.heappush(self.events, (done_at, next(self.seq), FINISH, job.id, worker))
 

@@ -18,6 +18,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from generations.broker.heartbeats import workers
 from generations.models import Generation
 from generations.queue import eta
 
@@ -28,8 +29,14 @@ S = Generation.Status
 
 def raw_target(queue: str) -> tuple[int, float]:
     """(workers wanted now before bounds and delay, seconds of work waiting) for one queue."""
+    by_wait, owners, work = _demand(queue)
+    return (max(by_wait, owners), work) if work > 0 else (0, 0.0)
+
+
+def _demand(queue: str) -> tuple[int, int, float]:
+    """(workers to finish the work within TARGET_WAIT_SECONDS, filmmakers waiting, seconds of work)."""
     now = timezone.now()
-    rates: dict[int, float | None] = {}
+    rates: eta.Models = {}
     work = 0.0
     waiting_owners: set[int] = set()
     for g in Generation.objects.filter(
@@ -42,9 +49,8 @@ def raw_target(queue: str) -> tuple[int, float]:
         if g.status == S.QUEUED:
             waiting_owners.add(g.owner_id)
     if work <= 0:
-        return 0, 0.0
-    by_wait = math.ceil(work / max(settings.TARGET_WAIT_SECONDS, 1))
-    return max(by_wait, len(waiting_owners)), work
+        return 0, len(waiting_owners), 0.0
+    return math.ceil(work / max(settings.TARGET_WAIT_SECONDS, 1)), len(waiting_owners), work
 
 
 def warm_floor(conn: redis.Redis, queue: str) -> int:
@@ -79,6 +85,60 @@ class Autoscaler:
         figures = {q: self.desired(conn, q) for q in queues}
         conn.set(DESIRED_KEY, json.dumps({"ts": time.time(), "queues": figures}))
         return figures
+
+
+@dataclass(frozen=True)
+class Target:
+    """The autoscaler's target for a queue, with what it is made of, for the live room."""
+
+    wanted: int  # what the conductor published last (what the providers follow)
+    running: int  # workers heartbeating on the queue now
+    waiting_filmmakers: int  # one GPU each, so nobody waits behind another's batch
+    for_the_work: int  # to finish the queued and running work within TARGET_WAIT_SECONDS
+    warm: int  # an instructor's "warm N now" floor (0 when none)
+    warm_minutes_left: int
+    held: bool  # higher than the demand now: kept until SCALE_DOWN_DELAY_SECONDS has passed
+
+    def reasons(self) -> list[str]:
+        parts = []
+        if self.waiting_filmmakers:
+            n = self.waiting_filmmakers
+            parts.append(f"{n} waiting filmmaker{'s' if n != 1 else ''} (one GPU each)")
+        if self.for_the_work > self.waiting_filmmakers:
+            minutes = max(round(settings.TARGET_WAIT_SECONDS / 60), 1)
+            parts.append(f"{self.for_the_work} to clear the queued work within {minutes} min")
+        if self.warm:
+            parts.append(f"{self.warm} warm for {self.warm_minutes_left} more min")
+        if self.wanted == settings.WORKERS_MAX and self.wanted < max(
+            self.waiting_filmmakers, self.for_the_work
+        ):
+            parts.append(f"capped at WORKERS_MAX {settings.WORKERS_MAX}")
+        if self.wanted and settings.WORKERS_MIN and self.wanted == settings.WORKERS_MIN and not parts:
+            parts.append(f"WORKERS_MIN {settings.WORKERS_MIN}")
+        if self.held:
+            parts.append(
+                f"kept up for {round(settings.SCALE_DOWN_DELAY_SECONDS / 60)} min after the last demand"
+            )
+        return parts
+
+
+def target_explained(conn: redis.Redis, queue: str) -> Target:
+    """Why the autoscaler wants what it wants for `queue`: the live room's explanation."""
+    by_wait, owners, _ = _demand(queue)
+    ttl = conn.ttl(WARM_KEY.format(queue=queue))
+    wanted = published(conn).get(queue, 0)
+    now_wanted = min(
+        max(by_wait, owners, warm_floor(conn, queue), settings.WORKERS_MIN), settings.WORKERS_MAX
+    )
+    return Target(
+        wanted=wanted,
+        running=sum(1 for w in workers(conn) if w.serves(queue) and w.state != "draining"),
+        waiting_filmmakers=owners,
+        for_the_work=by_wait,
+        warm=warm_floor(conn, queue),
+        warm_minutes_left=max(round(ttl / 60), 1) if ttl and ttl > 0 else 0,
+        held=wanted > now_wanted,
+    )
 
 
 def published(conn: redis.Redis) -> dict[str, int]:

@@ -21,8 +21,9 @@ from generations.gallery.compare import CompareRefused
 from generations.gallery.compare import compare as compare_takes
 from generations.gallery.selectors import Filters, my_section, shared_gallery
 from generations.gallery.selectors import my_gallery as my_gallery_page
+from generations.live.toasts import toast
 from generations.models import Take
-from generations.queue.access import round_for_user, take_owned_by, take_visible_to
+from generations.queue.access import generation_for_user, round_for_user, take_owned_by, take_visible_to
 from generations.queue.selectors import circled_takes_of
 
 MINE = "generations/gallery/mine.html"
@@ -30,6 +31,7 @@ SHARED = "generations/gallery/shared.html"
 TILES = "generations/gallery/tiles.html"
 COMPARE = "generations/gallery/compare.html"
 SHEET = "generations/gallery/contact_sheet.html"
+ROUND_TILE = "generations/round.html#job-card"
 
 
 def _ids(items: list[object]) -> str:
@@ -75,11 +77,16 @@ def round_gallery(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _actions(request: HttpRequest, take: Take, *, status: int = 200, **extra: object) -> HttpResponse:
-    """The take's circle and note controls; on my gallery page also its round's counter."""
+    """The take's circle and note controls; on my gallery page also its round's counter, and on
+    the round page (its take viewer) the take's tile."""
     html = render_to_string(f"{TILES}#actions", {"t": take, "me": request.user, **extra}, request=request)
-    if status == 200 and (request.htmx.current_url_abs_path or "").startswith(reverse("gallery")):
+    page = request.htmx.current_url_abs_path or ""
+    if status == 200 and page.startswith(reverse("gallery")):
         section = my_section(request.user, take.generation.round_id, Filters(), takes=False)
         html += render_to_string(f"{MINE}#section-head", {"s": section, "oob": True}, request=request)
+    elif status == 200 and page.startswith(reverse("round", args=[take.generation.round_id])):
+        generation = generation_for_user(request.user, take.generation_id)
+        html += render_to_string(ROUND_TILE, {"g": generation, "tile_oob": True}, request=request)
     return HttpResponse(html, status=status)
 
 
@@ -87,11 +94,12 @@ def _actions(request: HttpRequest, take: Take, *, status: int = 200, **extra: ob
 @require_POST
 def take_circle(request: HttpRequest, pk: int) -> HttpResponse:
     take = take_owned_by(request.user, pk)
+    circled = request.POST.get("circled") == "1"
     try:
-        services.take_circle(take=take, circled=request.POST.get("circled") == "1")
+        services.take_circle(take=take, circled=circled)
     except services.CircleRefused as exc:
-        return _actions(request, take, status=422, action_error=str(exc))
-    return _actions(request, take)
+        return toast(_actions(request, take, status=422, action_error=str(exc)), str(exc), kind="error")
+    return toast(_actions(request, take), "Circled." if circled else "No longer circled.", kind="info")
 
 
 @login_required
@@ -101,8 +109,9 @@ def take_note(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.take_note_set(take=take, note=request.POST.get("note", ""))
     except services.NoteRefused as exc:
-        return _actions(request, take, status=422, action_error=str(exc))
-    return _actions(request, take, note_saved=True)
+        return toast(_actions(request, take, status=422, action_error=str(exc)), str(exc), kind="error")
+    # A toast as well as the line in the tile: a live push re-renders the tile a moment later.
+    return toast(_actions(request, take, note_saved=True), "Note saved.")
 
 
 @login_required

@@ -112,7 +112,7 @@ def _drain_seconds(estimates: dict[int, eta.Estimate], in_flight: list[Generatio
     """Until the last queued job is done (eta's figures), else until the running ones are."""
     if estimates:
         return max(e.done_in for e in estimates.values())
-    rates: dict[int, float | None] = {}
+    rates: eta.Models = {}
     now = timezone.now()
     left = [
         eta.duration(g.template, g.params, rates)
@@ -146,6 +146,8 @@ def room_state(rnd: Round) -> dict[str, Any]:
         g.estimate = estimates.get(g.pk)  # type: ignore[attr-defined]
     queued.sort(key=lambda g: (g.estimate.position if g.estimate else 10**9, g.created_at))  # type: ignore[attr-defined]
     in_flight = [g for g in active if g.status in Generation.IN_FLIGHT]
+    for g in in_flight:
+        g.estimate = estimates.get(g.pk)  # type: ignore[attr-defined]
     finished = list(
         Generation.objects.filter(round=rnd, status__in=Generation.TERMINAL)
         .select_related("owner", "template")
@@ -171,8 +173,16 @@ def room_state(rnd: Round) -> dict[str, Any]:
         "close_count": by_status.get(S.QUEUED, 0),
         "burst": _burst_state(rnd),
         "desired": autoscale.published(conn).get("video", 0),
+        "target": _target(conn),
         "warm_default": max(len(filmmakers) // 2, 1),
     }
+
+
+def _target(conn: redis.Redis) -> autoscale.Target | None:
+    try:
+        return autoscale.target_explained(conn, "video")
+    except redis.RedisError:
+        return None
 
 
 def _burst_state(rnd: Round) -> dict[str, Any]:

@@ -31,9 +31,11 @@ from generations.instructor.briefs import brief_image_delete, brief_image_open, 
 from generations.instructor.forms import RoundForm, WorkshopForm
 from generations.instructor.room import room_state
 from generations.instructor.workshop import PanelRefused
+from generations.live.toasts import toast
 from generations.models import Announcement, Generation, Round
 from generations.queue import services, window
 from generations.queue.access import counting_takes, round_current_for, round_for_user, take_visible_to
+from generations.queue.quota import quota_for
 from generations.queue.selectors import circled_takes_of
 
 PANEL = "generations/instructor/panel.html"
@@ -197,8 +199,10 @@ def warm(request: HttpRequest) -> HttpResponse:
     raw = request.POST.get("workers", "")
     if not raw.isdigit() or not 1 <= int(raw) <= 64:
         return HttpResponse("Say how many workers to warm, 1 to 64.", status=422)
-    autoscale.warm_now(connection(), queue="video", workers=int(raw))
-    return HttpResponse(status=204)
+    n = int(raw)
+    autoscale.warm_now(connection(), queue="video", workers=n)
+    said = f"Warming {n} GPU{'s' if n != 1 else ''}: the autoscaler keeps at least {n} for 15 minutes."
+    return toast(HttpResponse(status=204), said)
 
 
 @instructor_required
@@ -262,7 +266,7 @@ def room(request: HttpRequest, pk: int) -> HttpResponse:
 def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     generation = get_object_or_404(Generation.objects.select_related("round", "template"), pk=pk)
     services.generation_cancel(generation=generation)
-    return _room_live(request, generation.round)
+    return toast(_room_live(request, generation.round), f"#{generation.pk} of {generation.owner} cancelled.")
 
 
 @instructor_required
@@ -275,7 +279,8 @@ def quota_top_up(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
     if not 1 <= amount <= 100:
         return HttpResponse("Top up by 1 to 100 generations.", status=422)
     services.quota_top_up(round=rnd, filmmaker=filmmaker, amount=amount, by=request.user)
-    return _room_live(request, rnd)
+    left = quota_for(filmmaker, rnd).left
+    return toast(_room_live(request, rnd), f"+{amount} for {filmmaker.username}: {left} left in this round.")
 
 
 @instructor_required
@@ -302,8 +307,15 @@ def takes(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 def _spotlight_response(request: HttpRequest) -> HttpResponse:
-    context = {"spotlight": spotlight.spotlight_current(), "oob": True}
-    return HttpResponse(render_to_string(SPOTLIGHT, context, request=request))
+    current = spotlight.spotlight_current()
+    context = {"spotlight": current, "oob": True}
+    response = HttpResponse(render_to_string(SPOTLIGHT, context, request=request))
+    said = (
+        f"On the screen: #{current.generation_id} by {current.generation.owner}."
+        if current
+        else "The screen is clear."
+    )
+    return toast(response, said, kind="info")
 
 
 @instructor_required

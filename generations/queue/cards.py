@@ -11,15 +11,19 @@ from generations.broker.previews import previews
 from generations.models import Generation, Round
 from generations.queue import eta
 from generations.queue.quota import quota_for
-from generations.queue.selectors import generations_of
+from generations.queue.selectors import active_of
 
 
 def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
-    """Attach `estimate` (position and ETA, or None) to each generation for its job card, and
-    `preview_ts` to running ones that have a preview frame."""
+    """Attach `estimate` (position and ETA while queued, the worker it waits for once dispatched,
+    when it is ready while running; or None) to each generation for its job card, and `preview_ts`
+    to running ones that have a preview frame."""
     items = list(generations)
-    queued = [g for g in items if g.status == Generation.Status.QUEUED]
-    found = eta.estimates(connection(), queued=queued) if queued else {}
+    active = [g for g in items if g.is_active]
+    if all(g.status == Generation.Status.RUNNING for g in active):
+        found = eta.running_estimates(active)  # a progress push: no need to lay out the line
+    else:
+        found = eta.estimates(connection(), only=active)
     for g in items:
         g.estimate = found.get(g.pk)  # type: ignore[attr-defined]
     return with_previews(items)
@@ -34,9 +38,13 @@ def with_previews(generations: list[Generation]) -> list[Generation]:
 
 
 def queue_context(user: User, rnd: Round) -> dict[str, object]:
-    """What the "my queue" partial needs: the cards (with positions and ETAs) and the quota."""
+    """What the "my queue" partial needs: the cards of unfinished generations (running, sent to a
+    worker, then waiting in their order in line, with positions and ETAs) and the quota."""
+    cards = with_estimates(active_of(user, rnd))
+    waiting = [g for g in cards if g.status == Generation.Status.QUEUED]
+    waiting.sort(key=lambda g: (g.estimate.position if g.estimate else 10**9, g.created_at))  # type: ignore[attr-defined]
     return {
-        "generations": with_estimates(generations_of(user, rnd)),
+        "generations": [g for g in cards if g.status != Generation.Status.QUEUED] + waiting,
         "quota": None if user.is_instructor else quota_for(user, rnd),
         "round": rnd,
     }

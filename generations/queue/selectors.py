@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from accounts.models import User
 from generations.models import Generation, Round, Take
@@ -12,6 +12,23 @@ from generations.queue.access import counting_takes, current_takes, with_takes
 def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:
     """A filmmaker's queue in a round, newest first."""
     return with_takes(Generation.objects.filter(owner=user, round=rnd)).order_by("-created_at")
+
+
+def active_of(user: User, rnd: Round) -> list[Generation]:
+    """A filmmaker's generations in a round that are not finished: running first, then those sent
+    to a worker, then the waiting ones (the caller orders those by their place in line)."""
+    rank = {Generation.Status.RUNNING: 0, Generation.Status.DISPATCHED: 1, Generation.Status.QUEUED: 2}
+    active = generations_of(user, rnd).filter(status__in=tuple(rank))
+    return sorted(active, key=lambda g: (rank[g.status], g.created_at))
+
+
+def finished_of(user: User, rnd: Round) -> list[Generation]:
+    """A filmmaker's finished generations in a round (takes, failures, cancels), last finished first."""
+    return list(
+        with_takes(Generation.objects.filter(owner=user, round=rnd, status__in=Generation.TERMINAL))
+        .defer("workflow", "error_detail")
+        .order_by(F("finished_at").desc(nulls_last=True), "-created_at")
+    )
 
 
 def takes_of(user: User, rnd: Round) -> list[Take]:

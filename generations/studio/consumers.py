@@ -14,10 +14,12 @@ from generations.instructor.announcements import announcements_active
 from generations.instructor.briefs import brief_images
 from generations.live import groups
 from generations.queue.access import generation_for_user, round_for_user
-from generations.queue.cards import queue_context, with_previews
-from generations.queue.selectors import takes_of
+from generations.queue.cards import queue_context, with_estimates
+from generations.queue.selectors import finished_of
 
 PAGE = "generations/round.html"
+# static/js/app.js sends PING and swallows PONG (it is no fragment to swap).
+PING, PONG = "ping", "pong"
 
 
 class RoundConsumer(WebsocketConsumer):
@@ -51,7 +53,10 @@ class RoundConsumer(WebsocketConsumer):
             async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The page sends nothing we act on; ignore it."""
+        """The page's heartbeat: it pings every few seconds and calls the socket dead (and
+        reconnects) when no answer comes; nothing else it sends is acted on."""
+        if text_data == PING:
+            self.send(text_data=PONG)
 
     def generation_changed(self, event: dict[str, Any]) -> None:
         if event.get("queue") and not event.get("id"):
@@ -63,12 +68,11 @@ class RoundConsumer(WebsocketConsumer):
             return
         if generation.round_id != self.round.pk or generation.owner_id != self.user.pk:
             return
-        if event.get("queue"):
+        if event.get("queue") or not generation.is_active:
+            # A finished card moves from the queue's grid to the takes'.
             self.send_state(queue=True, takes=not generation.is_active)
             return
-        html = render_to_string(f"{PAGE}#job-card", {"g": with_previews([generation])[0]})
-        if not generation.is_active:
-            html += self._takes_html()
+        html = render_to_string(f"{PAGE}#job-card", {"g": with_estimates([generation])[0]})
         self.send(text_data=html)
 
     def round_changed(self, event: dict[str, Any]) -> None:
@@ -100,4 +104,5 @@ class RoundConsumer(WebsocketConsumer):
         return render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()})
 
     def _takes_html(self) -> str:
-        return render_to_string(f"{PAGE}#my-takes", {"takes": takes_of(self.user, self.round)})
+        context = {"finished": finished_of(self.user, self.round), "round": self.round}
+        return render_to_string(f"{PAGE}#my-takes", context)

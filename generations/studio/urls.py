@@ -14,4 +14,5 @@ urlpatterns = [
     path("generations/<int:pk>/retry", views.generation_retry, name="generation-retry"),
     path("takes/<int:pk>/file", views.take_file, name="take-file"),
     path("takes/<int:pk>/poster", views.take_poster, name="take-poster"),
+    path("takes/<int:pk>/viewer", views.take_viewer, name="take-viewer"),
 ]

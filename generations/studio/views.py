@@ -1,5 +1,6 @@
-"""The filmmaker's round page (the studio): the brief, the submit form, my queue and my takes;
-submit, cancel and retry; a job card; a running job's preview frame; a take's file and poster."""
+"""The filmmaker's round page (the studio): the brief, the composer, my queue and my takes as tiles,
+the take viewer; submit, cancel and retry; a job card; a running job's preview frame; a take's file
+and poster."""
 
 from __future__ import annotations
 
@@ -15,18 +16,25 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from generations.authoring.params import ParamsForm, parse_spec
+from generations.authoring.params import ParamsForm, composer, parse_spec
 from generations.broker.previews import previews
 from generations.files.ranges import stored_file_response
 from generations.files.streaming import streamed
 from generations.gallery.remix import remix_initial
 from generations.instructor.announcements import announcements_active
 from generations.instructor.briefs import brief_images
-from generations.models import Round, WorkflowTemplate
+from generations.live.toasts import toast
+from generations.models import Generation, Round, WorkflowTemplate
 from generations.queue import services
-from generations.queue.access import generation_for_user, round_current_for, round_for_user, take_visible_to
-from generations.queue.cards import queue_context, with_previews
-from generations.queue.selectors import takes_of
+from generations.queue.access import (
+    generation_for_user,
+    round_current_for,
+    round_for_user,
+    take_owned_by,
+    take_visible_to,
+)
+from generations.queue.cards import queue_context, with_estimates, with_previews
+from generations.queue.selectors import finished_of
 
 PAGE = "generations/round.html"
 
@@ -42,14 +50,16 @@ def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, A
     if chosen is None:
         slug = request.GET.get("template")
         chosen = next((t for t in templates if t.slug == slug), templates[0] if templates else None)
+    # A "Use these settings" link from the gallery fills the form (gallery.remix_url).
+    form = extra.pop("form", None) or _form_for(chosen, initial=remix_initial(request.GET, chosen))
     return {
         "round": rnd,
         "templates": templates,
         "template_obj": chosen,
-        # A "Use these settings" link from the gallery fills the form (gallery.remix_url).
-        "form": extra.pop("form", None) or _form_for(chosen, initial=remix_initial(request.GET, chosen)),
+        "form": form,
+        "composer": composer(form),
         "submit_token": uuid.uuid4(),
-        "takes": takes_of(request.user, rnd),
+        "finished": finished_of(request.user, rnd),
         # The socket sends both again on connect; a page shows them before it connects too.
         "announcements": announcements_active(),
         "brief_images": brief_images(rnd),
@@ -61,6 +71,8 @@ def _page_context(request: HttpRequest, rnd: Round, **extra: Any) -> dict[str, A
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    if request.user.is_instructor and not request.htmx:
+        return redirect("instructor-panel")  # instructors run the day from their panel
     rnd = round_current_for(request.user)
     if rnd is None:
         return render(request, "generations/no_round.html")
@@ -100,13 +112,21 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
         except services.SubmissionRefused as exc:
             error = str(exc)
         else:
-            # Keep the settings for the next try; a blank seed gives a new random one.
-            again = {k: v for k, v in generation.params.items() if k != "seed"}
+            # Keep the settings for the next try; a blank seed gives a new random one, unless locked.
+            locked = request.POST.get("seed_lock") == "on"
+            again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(form)}
             form = _form_for(template, initial=again)
-            context = _page_context(request, rnd, template=template, form=form)
-            return render(request, f"{PAGE}#submit-response", context)
-    context = _page_context(request, rnd, template=template, form=form, form_error=error)
+            context = _page_context(request, rnd, template=template, form=form, seed_locked=locked)
+            response = render(request, f"{PAGE}#submit-response", context)
+            return toast(response, f"#{generation.pk} is in the queue.")
+    context = _page_context(
+        request, rnd, template=template, form=form, form_error=error, seed_locked="seed_lock" in request.POST
+    )
     return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _seed_names(form: ParamsForm) -> set[str]:
+    return {p.name for p in form.spec if p.type == "seed"}
 
 
 def _token(raw: str | None) -> uuid.UUID | None:
@@ -116,22 +136,26 @@ def _token(raw: str | None) -> uuid.UUID | None:
         return None
 
 
-def _card_response(request: HttpRequest, generation_id: int, *, error: str = "") -> HttpResponse:
-    """The job card as it is now, and the queue (positions and quota changed) out of band."""
+def _tiles_response(request: HttpRequest, generation_id: int, *, said: str, error: str = "") -> HttpResponse:
+    """After a cancel or a retry the card changes grid: the queue and the takes as they are now,
+    out of band (the buttons swap nothing themselves), and what happened as a toast."""
     generation = generation_for_user(request.user, generation_id)
-    context = {"g": generation, "card_error": error}
-    html = render_to_string(f"{PAGE}#job-card", context, request=request)
+    html = ""
     if generation.owner_id == request.user.pk:
-        queue = {**queue_context(request.user, generation.round), "oob": True}
-        html += render_to_string(f"{PAGE}#my-queue", queue, request=request)
-    return HttpResponse(html, status=422 if error else 200)
+        rnd = generation.round
+        queue = {**queue_context(request.user, rnd), "oob": True}
+        html = render_to_string(f"{PAGE}#my-queue", queue, request=request)
+        takes = {"finished": finished_of(request.user, rnd), "round": rnd, "oob": True}
+        html += render_to_string(f"{PAGE}#my-takes", takes, request=request)
+    response = HttpResponse(html, status=422 if error else 200)
+    return toast(response, error or said, kind="error" if error else "ok")
 
 
 @login_required
 @require_POST
 def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     services.generation_cancel(generation=generation_for_user(request.user, pk))
-    return _card_response(request, pk)
+    return _tiles_response(request, pk, said=f"#{pk} cancelled.")
 
 
 @login_required
@@ -140,15 +164,25 @@ def generation_retry(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         services.generation_retry(generation=generation_for_user(request.user, pk))
     except services.SubmissionRefused as exc:
-        return _card_response(request, pk, error=str(exc))
-    return _card_response(request, pk)
+        return _tiles_response(request, pk, said="", error=str(exc))
+    return _tiles_response(request, pk, said=f"#{pk} is in the queue again, with the same settings.")
 
 
 @login_required
 @require_GET
 def generation_card(request: HttpRequest, pk: int) -> HttpResponse:
-    generation = with_previews([generation_for_user(request.user, pk)])[0]
+    generation = with_previews(with_estimates([generation_for_user(request.user, pk)]))[0]
     return HttpResponse(render_to_string(f"{PAGE}#job-card", {"g": generation}, request=request))
+
+
+@login_required
+@require_GET
+def take_viewer(request: HttpRequest, pk: int) -> HttpResponse:
+    """The viewer's panel for one of my takes: the player, its settings, circle and note."""
+    take = take_owned_by(request.user, pk)
+    if take.generation.status != Generation.Status.SUCCEEDED:
+        return HttpResponse(status=404)
+    return render(request, f"{PAGE}#viewer-body", {"t": take, "me": request.user})
 
 
 @login_required

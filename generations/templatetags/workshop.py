@@ -24,3 +24,32 @@ def ordinal_place(n: int) -> str:
         return "next"
     suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
     return f"{n}{suffix} in line"
+
+
+def _minutes(seconds: float) -> str:
+    minutes = max(round(seconds / 60), 1)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+@register.simple_tag
+def span(low: float, high: float) -> str:
+    """When, as a range people read: "in under a minute", "within 2 min", "in 3–5 min"."""
+    if high < 45:
+        return "in under a minute"
+    if low < 45:
+        return f"within {_minutes(high)}"
+    lo, hi = round(low / 60), round(high / 60)
+    if lo == hi:
+        return f"in about {_minutes(high)}"
+    if hi < 60:
+        return f"in {lo}–{hi} min"
+    return f"in {_minutes(low)} – {_minutes(high)}"
+
+
+@register.filter
+def pixels(params: dict) -> str:
+    """ "352×192" from a generation's parameters, or "" without a size."""
+    w, h = params.get("width"), params.get("height")
+    return f"{w}×{h}" if w and h else ""

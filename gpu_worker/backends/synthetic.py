@@ -40,6 +40,10 @@ MIN_SIDE = 16
 # Rendering gets this share of the progress bar; the rest is for encoding and delivery.
 RENDER_PERCENT = 90.0
 ENCODED_PERCENT = 95.0
+# Preview frames, as the ComfyUI backend forwards its sampler's: at most one per interval (the
+# job's PreviewForwarder throttles too; this keeps the encoding off the frames in between).
+PREVIEW_INTERVAL_S = 0.5
+PREVIEW_SIDE = 320
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def preview_jpeg(frame: Any, side: int = PREVIEW_SIDE) -> bytes:
+    """A small JPEG of an ``av.VideoFrame``: what the job card shows while the clip renders."""
+    from fractions import Fraction
+
+    import av
+
+    scale = min(1.0, side / max(frame.width, frame.height))
+    width, height = max(2, round(frame.width * scale) // 2 * 2), max(2, round(frame.height * scale) // 2 * 2)
+    small = frame.reformat(width=width, height=height, format="yuvj420p")
+    encoder = av.CodecContext.create("mjpeg", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+    encoder.time_base = Fraction(1, 1)
+    encoder.qmin = encoder.qmax = 6
+    return b"".join(bytes(packet) for packet in [*encoder.encode(small), *encoder.encode(None)])
+
+
 def render(
     params: RenderParams,
     path: Path,
@@ -207,8 +227,10 @@ def render(
     device: str | None = None,
     codec: Codec | None = None,
     check: Callable[[], None] | None = None,
+    preview: Callable[[bytes, str], None] | None = None,
 ) -> RenderResult:
-    """Render and encode ``params.frames`` frames to ``path``, reporting progress per frame.
+    """Render and encode ``params.frames`` frames to ``path``, reporting progress per frame and,
+    with ``preview``, the latest frame as a small JPEG at most every PREVIEW_INTERVAL_S.
 
     ``check`` runs before each frame and may raise to stop (a cancel, a deadline)."""
     import av
@@ -219,6 +241,7 @@ def render(
     codec = codec or pick_codec()
     device = device or default_device()
     report = progress or (lambda percent, step, steps, message: None)
+    last_preview = float("-inf")
     try:
         scene = _Scene(params, device)
         with av.open(str(path), "w", format=codec.format, options=codec.container_options) as container:
@@ -237,6 +260,9 @@ def render(
                 frame = rgb.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709)
                 frame.pts = i
                 container.mux(stream.encode(frame))
+                if preview is not None and time.monotonic() - last_preview >= PREVIEW_INTERVAL_S:
+                    last_preview = time.monotonic()
+                    preview(preview_jpeg(rgb), "image/jpeg")
                 if frame_delay:
                     time.sleep(frame_delay)
                 percent = RENDER_PERCENT * (i + 1) / params.frames
@@ -295,5 +321,6 @@ class SyntheticBackend:
             device=self.device,
             codec=codec,
             check=check,
+            preview=ctx.preview,
         )
         return [Output(path=path, filename=filename, content_type=codec.content_type)]

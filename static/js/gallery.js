@@ -68,10 +68,7 @@
     document.querySelectorAll("[data-sync-player]").forEach(syncedPlayer);
   });
 
-  // --- Print ------------------------------------------------------------------------------
-  document.addEventListener("click", (event) => {
-    if (event.target.closest("[data-print]")) window.print();
-  });
+  // Printing ([data-print]) is app.js's, for every page.
 
   // --- The synced player: one control drives every video of the compare page ---------------
   // The longest video is the clock; the others follow it, and are pulled back when they drift

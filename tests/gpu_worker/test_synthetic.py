@@ -197,3 +197,40 @@ def test_it_stops_between_frames_on_cancel_and_deadline(
         "The generation took longer than its time limit (5 s) and was stopped; you can retry.",
         True,
     ]
+
+
+PREVIEW_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from gpu_worker.backends import JobContext, JobSpec
+from gpu_worker.backends.synthetic import SyntheticBackend
+from gpu_worker.previews import PreviewForwarder
+
+sent = []
+keep = lambda data, kind, w, h: sent.append([time.monotonic(), kind, w, h, data[:2].hex()])
+forward = PreviewForwarder(keep)
+ctx = JobContext(workdir=Path(sys.argv[2]), on_preview=forward)
+job = JobSpec(generation_id=1, attempt=1, template="synthetic", workflow={}, params=json.loads(sys.argv[1]))
+SyntheticBackend(frame_delay=0.1).run(job, ctx)
+print(json.dumps(sent))
+"""
+
+
+def test_it_sends_preview_frames_at_most_twice_a_second(
+    worker_python: str, worker_env: dict[str, str], tmp_path: Path
+) -> None:
+    params = json.dumps({**VALID, "frames": 20, "width": 640, "height": 360})
+    proc = subprocess.run(
+        [worker_python, "-c", PREVIEW_SCRIPT, params, str(tmp_path)],
+        cwd=ROOT,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    sent = json.loads(proc.stdout)
+    gaps = [b[0] - a[0] for a, b in zip(sent, sent[1:], strict=False)]
+    assert len(sent) >= 3 and min(gaps) >= 0.5
+    # Small JPEGs (FF D8), scaled to the protocol's largest side.
+    assert {(kind, w, h, magic) for _, kind, w, h, magic in sent} == {("image/jpeg", 320, 180, "ffd8")}
