@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import io
 import json
 import logging
@@ -46,13 +47,13 @@ import httpx
 if TYPE_CHECKING:
     from gpu_worker.backends.comfyui import ComfyUIBackend
     from gpu_worker.comfy import ComfyClient
-    from gpu_worker.warmup import Launcher
 
 log = logging.getLogger(__name__)
 
 GIB = 1024**3
 TEST_NODES = Path("tests") / "execution" / "testing_nodes"  # in ComfyUI's source tree
 POLL_S = 0.05
+PR_SET_PDEATHSIG = 1  # prctl(2)
 # Torch import and CUDA initialisation as each worker start pays it, in a fresh process.
 _CUDA_INIT = """
 import json, time
@@ -236,24 +237,55 @@ def tail(path: Path, limit: int = 1500) -> str:
         return ""
 
 
-def launch_comfyui(command: str, url: str, log_path: Path, timeout: float) -> tuple[Launcher, float]:
-    """ComfyUI started alone, as its own start -> ready is timed: (its launcher, seconds)."""
-    from gpu_worker.warmup import Launcher
+def _die_with_accept() -> None:
+    """In a child, before exec: Linux sends it SIGTERM when this command dies, even by SIGKILL (a
+    test's timeout), so no worker or ComfyUI outlives it; elsewhere nothing."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
-    launcher = Launcher(command, log_path)
-    began = time.monotonic()
-    launcher.ensure_running()
-    while time.monotonic() - began < timeout:
-        if system_stats(url) is not None:
-            return launcher, time.monotonic() - began
-        process = launcher.process
-        if process is not None and process.poll() is not None:
-            launcher.stop()
-            raise RuntimeError(
-                f"ComfyUI exited with status {process.returncode}; its log ends: {tail(log_path)}"
+
+class Process:
+    """A child in a process group of its own (ComfyUI alone, or the worker and the ComfyUI it
+    launches): ``stop`` sends SIGTERM, then SIGKILL to the group after ``grace`` seconds."""
+
+    def __init__(self, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        with log_path.open("ab") as out:
+            self.started = time.monotonic()
+            self.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_accept,
             )
+        self.log_path = log_path
+
+    def exited(self) -> int | None:
+        return self.popen.poll()
+
+    def stop(self, grace: float = 30.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+def launch_comfyui(command: str, url: str, log_path: Path, timeout: float) -> tuple[Process, float]:
+    """ComfyUI started alone, as its own start -> ready is timed: (its process, seconds)."""
+    comfyui = Process(shlex.split(command), log_path)
+    while time.monotonic() - comfyui.started < timeout:
+        if system_stats(url) is not None:
+            return comfyui, time.monotonic() - comfyui.started
+        if (code := comfyui.exited()) is not None:
+            raise RuntimeError(f"ComfyUI exited with status {code}; its log ends: {tail(log_path)}")
         time.sleep(POLL_S)
-    launcher.stop()
+    comfyui.stop(grace=10)
     raise RuntimeError(
         f"ComfyUI did not answer at {url} within {timeout:.0f} s; its log ends: {tail(log_path)}"
     )
@@ -261,7 +293,7 @@ def launch_comfyui(command: str, url: str, log_path: Path, timeout: float) -> tu
 
 @dataclass
 class WorkerStart:
-    process: subprocess.Popen[bytes]
+    process: Process
     idle_s: float
     comfyui_answering_s: float | None  # when the worker launched ComfyUI: it answered this long after
 
@@ -271,7 +303,8 @@ def start_worker(
 ) -> WorkerStart:
     """A real ``gpu-worker run --backend comfyui`` on a queue of its own (it takes no workshop job),
     timed from its start to ``idle`` through its /health endpoint; with ``command`` it launches
-    ComfyUI itself, as the worker image does. Stop it with ``stop_worker``."""
+    ComfyUI itself, as the worker image does. Stop it with ``.process.stop()``: it drains, says
+    goodbye and stops the ComfyUI it launched."""
     token = uuid.uuid4().hex[:8]
     port = free_port()
     argv = [sys.executable, "-m", "gpu_worker", "run", "--backend", "comfyui", "--redis-url", args.redis_url]
@@ -281,47 +314,24 @@ def start_worker(
         argv += ["--comfyui-command", command, "--comfyui-log", str(comfyui_log)]
     # A serverless worker's limits would make it exit, and stop its ComfyUI, in the middle of the steps.
     env = {k: v for k, v in os.environ.items() if k not in ("GPU_WORKER_IDLE_EXIT_S", "GPU_WORKER_MAX_JOBS")}
-    with log_path.open("ab") as out:
-        began = time.monotonic()
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    worker = Process(argv, log_path, env)
     answering: float | None = None
-    while time.monotonic() - began < args.start_timeout:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"the worker exited with status {process.returncode}; its log ends: {tail(log_path)}"
-            )
+    while time.monotonic() - worker.started < args.start_timeout:
+        if (code := worker.exited()) is not None:
+            raise RuntimeError(f"the worker exited with status {code}; its log ends: {tail(log_path)}")
         if answering is None and command and system_stats(args.comfyui_url) is not None:
-            answering = time.monotonic() - began
+            answering = time.monotonic() - worker.started
         try:
             health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
             if health.status_code == 200 and health.json().get("state") == "idle":
-                return WorkerStart(process, time.monotonic() - began, answering)
+                return WorkerStart(worker, time.monotonic() - worker.started, answering)
         except (httpx.HTTPError, ValueError):
             pass  # not serving yet
         time.sleep(POLL_S)
-    stop_worker(process)
+    worker.stop()
     raise RuntimeError(
         f"the worker was not idle within {args.start_timeout:.0f} s; its log ends: {tail(log_path)}"
     )
-
-
-def stop_worker(process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """SIGTERM: the worker says goodbye and stops the ComfyUI it launched; SIGKILL if it hangs."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 class VramPeak:
@@ -370,7 +380,7 @@ class Host:
     name: str
     first_id: int
     command: str = ""  # the ComfyUI command, test nodes included
-    launcher: Launcher | None = None
+    comfyui: Process | None = None  # launched alone
     alone_s: float | None = None
     worker: WorkerStart | None = None
     services: dict[str, bool] = field(default_factory=dict)
@@ -390,11 +400,12 @@ def launch_alone(acc: Acceptance, host: Host) -> None:
         return
     log_path = args.comfyui_log or host.workdir / "comfyui.log"
     try:
-        host.launcher, host.alone_s = launch_comfyui(
+        host.comfyui, host.alone_s = launch_comfyui(
             host.command, args.comfyui_url, log_path, args.start_timeout
         )
     except RuntimeError as exc:
         acc.line("ComfyUI", "PROBLEM", f"launched alone with {host.command!r}: {exc}")
+        host.command = ""  # the worker would only wait for it as long again
         return
     loaded = f"; its test nodes from {nodes}" if nodes else "; no test nodes found next to its main.py"
     acc.line("ComfyUI", "ok", f"launched alone: answering after {seconds(host.alone_s)}{loaded}")
@@ -479,9 +490,9 @@ def worker_start(acc: Acceptance, host: Host) -> str:
     """Starts the worker (it launches ComfyUI when this command launched it alone before): the
     text for step 3's line, or "" after a PROBLEM line."""
     args = host.args
-    if host.launcher is not None:
-        host.launcher.stop()  # the worker launches its own, as on the day
-        host.launcher = None
+    if host.comfyui is not None:
+        host.comfyui.stop()  # the worker launches its own, as on the day
+        host.comfyui = None
     try:
         if not host.services.get("redis"):
             raise RuntimeError("the worker was not started: Redis does not answer (see doctor)")
@@ -717,9 +728,9 @@ def run_accept(args: argparse.Namespace) -> int:
     finally:
         client.close()
         if host.worker is not None:
-            stop_worker(host.worker.process)
-        if host.launcher is not None:
-            host.launcher.stop()
+            host.worker.process.stop()
+        if host.comfyui is not None:
+            host.comfyui.stop()
     acc.figures["accept_seconds"] = rounded(time.monotonic() - began, 1)
     acc.table()
     acc.json_line()

@@ -21,7 +21,7 @@ from gpu_worker.accept import Acceptance, Host, step_cancels, with_test_nodes
 from gpu_worker.doctor import nvidia_driver
 from tests.comfyui_real import TEST_NODES, RealComfyUI, require_installed, require_nodes
 
-from .conftest import ROOT
+from .conftest import ROOT, wait_for
 
 if TYPE_CHECKING:
     from tests.gpu_worker.conftest import UploadServer
@@ -153,16 +153,19 @@ def test_it_exits_non_zero_with_a_problem_per_step_when_services_are_down(
 ) -> None:
     down = f"http://127.0.0.1:{closed_port}"
     options = ["--redis-url", f"redis://127.0.0.1:{closed_port}/0", "--comfyui-url", down]
+    options += ["--comfyui-command", "sh -c 'exit 3'"]  # a ComfyUI that dies at once
     options += ["--synthetic-size", "32x32", "--synthetic-frames", "2", "--workflow", str(MODEL_FREE)]
     done = accept(worker_python, worker_env, tmp_path, *options, timeout=120)
     assert done.code == 1
+    assert done.step("ComfyUI").startswith("[ComfyUI] PROBLEM: launched alone with \"sh -c 'exit 3'\": ")
+    assert "ComfyUI exited with status 3" in done.step("ComfyUI")
     assert done.step("1/5 doctor").startswith("[1/5 doctor] PROBLEM: ")
     assert done.step("2/5 synthetic").startswith("[2/5 synthetic] ok: ")
     assert "the worker was not started: Redis does not answer" in "\n".join(done.lines)
     assert done.step("4/5 cancel") == f"[4/5 cancel] PROBLEM: no ComfyUI answers at {down}"
     assert done.step("5/5 workflow") == f"[5/5 workflow] PROBLEM: no ComfyUI answers at {down}"
-    # Doctor's two (Redis, ComfyUI), the worker's start, the runs, the cancels, the workflow.
-    assert (done.figures["goal_met"], done.figures["problems"], done.lines[-2]) == (False, 6, "6 problem(s)")
+    # The launch, doctor's two (Redis, ComfyUI), the worker's start, the runs, the cancels, the workflow.
+    assert (done.figures["goal_met"], done.figures["problems"], done.lines[-2]) == (False, 7, "7 problem(s)")
 
 
 def test_it_says_what_the_cancels_need_from_a_comfyui_without_testsleep(
@@ -196,3 +199,33 @@ def test_it_reads_the_nvidia_driver_version_from_nvidia_smi(
     fake.write_text('#!/bin/sh\n[ "$1" = --query-gpu=driver_version ] && echo "550.54.15"\n')
     fake.chmod(0o755)
     assert nvidia_driver() == "550.54.15"
+
+
+def test_it_leaves_no_child_behind_when_it_is_killed(
+    tmp_path: Path, worker_python: str, worker_env: dict[str, str]
+) -> None:
+    """SIGKILLed (a test's timeout, Ctrl-\\), accept's children get SIGTERM from Linux: no worker or
+    ComfyUI of its own keeps running."""
+    script = "import sys, time; from pathlib import Path; from gpu_worker.accept import Process\n"
+    script += "child = Process(['sleep', '60'], Path(sys.argv[1]))\nprint(child.popen.pid, flush=True)\n"
+    script += "time.sleep(60)\n"
+    parent = subprocess.Popen(
+        [worker_python, "-c", script, str(tmp_path / "log")],
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    gone = wait_for(lambda: not Path(f"/proc/{child}").exists() or "Z" in status(child), timeout=10)
+    assert gone
+
+
+def status(pid: int) -> str:
+    """The process state letter from /proc (Z: a zombie nobody reaped yet, as good as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return ""
