@@ -643,11 +643,12 @@ def run_workflow(
             timeout=timeout,
             deadline=time.monotonic() + timeout,
         )
+        job = JobSpec(generation_id, 1, path.stem, workflow, {})
         with VramPeak() as vram:
             began = time.monotonic()
-            outputs = backend.run(JobSpec(generation_id, 1, path.stem, workflow, {}), ctx)
+            outputs = backend.run(job, ctx)
             wall = time.monotonic() - began
-        comfy = comfy_seconds(client, prompt_id_for(JobSpec(generation_id, 1, path.stem, workflow, {})))
+        comfy = comfy_seconds(client, prompt_id_for(job))
     except Exception as exc:
         acc.line("5/5 workflow", "PROBLEM", f"{path}: {describe(exc)}")
         acc.row(label, "PROBLEM", describe(exc)[:70])
@@ -722,6 +723,8 @@ def run_accept(args: argparse.Namespace) -> int:
             if args.workflow:
                 acc.line("5/5 workflow", "PROBLEM", f"no ComfyUI answers at {args.comfyui_url}")
                 acc.row("5 workflow", "PROBLEM", "no ComfyUI")
+            else:
+                step_workflows(acc, host, backend, client)  # says it is skipped
         else:
             step_cancels(acc, host, backend, client)
             step_workflows(acc, host, backend, client)
