@@ -5,6 +5,9 @@
 #   (no arguments) | -flags...  write ComfyUI's model paths for MODELS_DIR, then `gpu-worker run`,
 #                               which starts ComfyUI, waits for it and only then takes jobs
 #   doctor [flags]              `gpu-worker doctor`: check this host (GPU, Redis, ComfyUI, upload)
+#   accept [flags]              `gpu-worker accept`: accept a new host (doctor, figures, cancels, a
+#                               workflow), launching ComfyUI the way the worker does; not beside a
+#                               running worker (`docker compose run --rm`, not `exec`)
 #   healthcheck                 exit 0 when GET /health on GPU_WORKER_HEALTH_PORT answers 200
 #   anything else               run it (a shell, for instance)
 #
@@ -63,7 +66,7 @@ case "${1:-}" in
         shift
         gpu_worker doctor "$@"
         ;;
-    "" | -*) ;;
+    "" | -* | accept) ;;
     *) exec "$@" ;;
 esac
 
@@ -95,7 +98,17 @@ if [[ "${COMFYUI_MANAGED:-true}" == "true" ]]; then
     printf -v command '%q ' "$python" "${comfyui_dir}/main.py" --listen 127.0.0.1 --port "$comfyui_port" \
         --extra-model-paths-config "$paths" --disable-auto-launch
     args+=(--comfyui-command "${COMFYUI_COMMAND:-${command}${COMFYUI_ARGS:-}}")
-    args+=(--comfyui-log "${COMFYUI_LOG:-/dev/stdout}")
+    if [[ "${1:-}" != accept ]]; then
+        args+=(--comfyui-log "${COMFYUI_LOG:-/dev/stdout}")
+    elif [[ -n "${COMFYUI_LOG:-}" ]]; then
+        # Otherwise accept keeps ComfyUI's output in its work folder: its own ends with a JSON line.
+        args+=(--comfyui-log "$COMFYUI_LOG")
+    fi
+fi
+
+if [[ "${1:-}" == accept ]]; then
+    shift
+    gpu_worker accept "${args[@]}" "$@"
 fi
 
 echo "worker-entrypoint: ${GPU_WORKER_NAME} (${GPU_WORKER_PROVIDER:-local}) on queues" \

@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-cpu", action="store_true", help="no CUDA GPU is a warning, not a problem (tests, rehearsals)"
     )
 
+    from gpu_worker.accept import add_arguments as accept_arguments
+
+    accept_arguments(
+        commands.add_parser(
+            "accept",
+            help="accept a new GPU host: doctor, the synthetic backend, ComfyUI driven by the worker, "
+            "cancels, a real workflow; a table and a JSON line; exit 1 on a problem",
+        )
+    )
+
     render = commands.add_parser(
         "render", help="render one synthetic video to a file and print a JSON summary"
     )
@@ -224,6 +234,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gpu_worker.doctor import run_doctor
 
         return run_doctor(args)
+    if args.command == "accept":
+        from gpu_worker.accept import run_accept
+
+        return run_accept(args)
     return render_one(args)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
@@ -71,12 +72,26 @@ def check_gpu(report: Report, allow_cpu: bool) -> None:
                 f"(torch.version.cuda is {torch.version.cuda}); pass --allow-cpu for a CPU rehearsal",
             )
         return
+    versions = f"torch {torch.__version__}, CUDA {torch.version.cuda}, driver {nvidia_driver()}"
     for index in range(torch.cuda.device_count()):
         free, total = torch.cuda.mem_get_info(index)
         name = torch.cuda.get_device_name(index)
-        report.ok(
-            f"GPU {index}", f"{name}, {_gib(total)} total, {_gib(free)} free (torch {torch.__version__})"
+        report.ok(f"GPU {index}", f"{name}, {_gib(total)} total, {_gib(free)} free ({versions})")
+
+
+def nvidia_driver() -> str:
+    """The NVIDIA driver's version, as nvidia-smi says (torch knows only the CUDA version); "unknown"."""
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", "-i", "0"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
+        return done.stdout.split()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
 
 
 def check_redis(report: Report, url: str) -> None:

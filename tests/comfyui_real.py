@@ -10,18 +10,17 @@ at an interrupt).
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from generations.fleet import localcomfy
 from generations.fleet.localcomfy import SOURCE, installed
+from gpu_worker.measure import with_sleep  # noqa: F401  (the tests' name for it)
 from tests.live import free_port
 
 TEST_NODES = SOURCE / "tests" / "execution" / "testing_nodes" / "testing-pack"
@@ -48,15 +47,6 @@ def require_nodes(url: str, *classes: str) -> None:
     missing = [c for c in classes if httpx.get(f"{url}/object_info/{c}", timeout=30).json().get(c) is None]
     if missing:
         pytest.skip(f"the ComfyUI at {url} lacks {', '.join(missing)}")
-
-
-def with_sleep(model_free: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The model-free workflow with ComfyUI's TestSleep between the noise and the video: a run that
-    lasts ``seconds``, reports progress and stops at an interrupt."""
-    workflow = copy.deepcopy(model_free)
-    workflow["5"] = {"class_type": "TestSleep", "inputs": {"value": ["2", 0], "seconds": seconds}}
-    workflow["3"]["inputs"]["images"] = ["5", 0]
-    return workflow
 
 
 class RealComfyUI:

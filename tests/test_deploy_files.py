@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -705,6 +706,28 @@ def test_it_starts_comfyui_and_the_worker_from_the_entrypoint_and_drains_on_sigt
             worker.wait()
         redis_conn.delete(protocol.worker_key(name))
         redis_conn.srem(protocol.WORKERS_SET, name)
+
+
+def test_it_hands_accept_the_comfyui_command_the_worker_uses(tmp_path: Path) -> None:
+    """`IMAGE accept` runs `gpu-worker accept` with the managed ComfyUI's command, and keeps ComfyUI's
+    output out of accept's own (which ends with its JSON line)."""
+    python = tmp_path / "python"
+    python.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    python.chmod(0o755)
+    env = {
+        **os.environ,
+        "WORKER_PYTHON": str(python),
+        "COMFYUI_DIR": "/opt/ComfyUI",
+        "MODELS_DIR": str(tmp_path),
+        "TMPDIR": str(tmp_path),
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    done = run("bash", str(DEPLOY / "worker-entrypoint.sh"), "accept", "--runs", "3", env=env)
+    assert done.returncode == 0, done.stderr
+    argv = done.stdout.splitlines()
+    assert argv[:4] == ["-m", "gpu_worker", "accept", "--comfyui-command"] and argv[-2:] == ["--runs", "3"]
+    assert shlex.split(argv[4])[1:6] == ["/opt/ComfyUI/main.py", "--listen", "127.0.0.1", "--port", "8188"]
+    assert "--comfyui-log" not in argv and len(argv) == 7
 
 
 def test_it_turns_a_ca_given_in_the_environment_into_a_file_for_a_tls_redis_url(tmp_path: Path) -> None:
