@@ -35,6 +35,7 @@ from generations.models import Announcement, Generation, Round
 from generations.queue import services, window
 from generations.queue.access import counting_takes, round_current_for, round_for_user, take_visible_to
 from generations.queue.selectors import circled_takes_of
+from workshop.inputs import int_or_none
 
 PANEL = "generations/instructor/panel.html"
 ROOM = "generations/instructor/room.html"
@@ -194,10 +195,10 @@ def round_close(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def warm(request: HttpRequest) -> HttpResponse:
     """Warm N workers now: a floor for the autoscaler for 15 minutes, before a demo."""
-    raw = request.POST.get("workers", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+    workers = int_or_none(request.POST.get("workers", ""))
+    if workers is None or not 1 <= workers <= 64:
         return HttpResponse("Say how many workers to warm, 1 to 64.", status=422)
-    autoscale.warm_now(connection(), queue="video", workers=int(raw))
+    autoscale.warm_now(connection(), queue="video", workers=workers)
     return HttpResponse(status=204)
 
 
@@ -270,8 +271,7 @@ def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def quota_top_up(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
     rnd = _round(pk)
     filmmaker = get_object_or_404(User, pk=user_id)
-    raw = request.POST.get("amount", "")
-    amount = int(raw) if raw.isdigit() else 0
+    amount = int_or_none(request.POST.get("amount", "")) or 0
     if not 1 <= amount <= 100:
         return HttpResponse("Top up by 1 to 100 generations.", status=422)
     services.quota_top_up(round=rnd, filmmaker=filmmaker, amount=amount, by=request.user)
@@ -350,16 +350,18 @@ def exports_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def export_csv(request: HttpRequest) -> HttpResponseBase:
     qs = Generation.objects.all()
-    raw = request.GET.get("round", "")
-    if raw.isdigit():
-        qs = qs.filter(round_id=int(raw))
+    round_id = int_or_none(request.GET.get("round", ""))
+    if round_id is not None:
+        qs = qs.filter(round_id=round_id)
     day = timezone.localdate().isoformat()
-    return stream_response(
+    response = stream_response(
         request,
         exports.generations_csv(qs),
         content_type="text/csv; charset=utf-8",
         filename=f"generations-{day}.csv",
     )
+    response["Cache-Control"] = "private, no-store"  # everyone's prompts
+    return response
 
 
 @instructor_required

@@ -27,6 +27,7 @@ from generations.queue import services
 from generations.queue.access import generation_for_user, round_current_for, round_for_user, take_visible_to
 from generations.queue.cards import queue_context, with_previews
 from generations.queue.selectors import takes_of
+from workshop.inputs import int_or_none
 
 PAGE = "generations/round.html"
 
@@ -81,8 +82,8 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
     rnd = round_for_user(request.user, pk)
-    raw = request.POST.get("template", "")
-    template = rnd.templates.filter(pk=int(raw)).first() if raw.isdigit() else None
+    template_id = int_or_none(request.POST.get("template", ""))
+    template = rnd.templates.filter(pk=template_id).first() if template_id is not None else None
     form = _form_for(template, data=request.POST)
     error = ""
     if template is None:

@@ -1,5 +1,5 @@
 // The gallery's few behaviours: inline play, the image lightbox, picking takes to compare,
-// filters that apply on change, printing, and the compare page's synced player.
+// filters that apply on change, and the compare page's synced player.
 // Everything is delegated from the document, so fragments swapped in by htmx keep working.
 (() => {
   "use strict";
@@ -68,10 +68,7 @@
     document.querySelectorAll("[data-sync-player]").forEach(syncedPlayer);
   });
 
-  // --- Print ------------------------------------------------------------------------------
-  document.addEventListener("click", (event) => {
-    if (event.target.closest("[data-print]")) window.print();
-  });
+  // (Print buttons, [data-print], are handled by app.js on every page.)
 
   // --- The synced player: one control drives every video of the compare page ---------------
   // The longest video is the clock; the others follow it, and are pulled back when they drift
