@@ -18,3 +18,13 @@ class LoginThrottle(AxesStandaloneBackend):
         if request is None:
             return None
         return super().authenticate(request, *args, **kwargs)
+
+
+def throttled_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str | None:
+    """The username the throttle counts failures against (settings.AXES_USERNAME_CALLABLE).
+
+    Django's login form checks no length, so a 100 kB username reaches the failure record (255
+    characters) unless cut here; no account's name is longer than 150, so nothing real collides."""
+    source = credentials or getattr(request, "data", request.POST)
+    name = source.get("username") if source else None
+    return None if name is None else str(name).replace("\x00", "")[:255]

@@ -119,10 +119,12 @@ def account_activate(request: HttpRequest, pk: int) -> HttpResponse:
 def account_unlock(request: HttpRequest) -> HttpResponse:
     """Lift a login lockout (any username: unlocking lets no one in without the password)."""
     username = request.POST.get("username", "")
-    if services.lockout_clear(username=username):
+    if not username or len(username) > 150 or "\x00" in username:
+        messages.error(request, "No such username.")
+    elif services.lockout_clear(username=username):
         messages.success(request, f"{username} can log in again now.")
     else:
-        messages.info(request, f"{username[:150]} was not locked out.")
+        messages.info(request, f"{username} was not locked out.")
     return redirect("accounts-list")
 
 

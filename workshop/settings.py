@@ -224,6 +224,15 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not D
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", not DEBUG)
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 14 * 24 * 3600)
 
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.channels.server": {"level": "WARNING"}},
+}
+
 # --- The browser side: login throttling, Content Security Policy, Permissions-Policy -----------
 # (README, "Security"). Each defence is on by default, in the demo too.
 INSTALLED_APPS += ["axes"]
@@ -251,6 +260,7 @@ AXES_RESET_ON_SUCCESS = True
 # Tries during a lockout do not push its end further: the page can say when it ends.
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
+AXES_USERNAME_CALLABLE = "accounts.backends.throttled_username"
 # The address in the logs: the proxy's X-Forwarded-For only when we sit behind one.
 AXES_IPWARE_META_PRECEDENCE_ORDER = (
     ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if envbool("BEHIND_TLS_PROXY", False) else ["REMOTE_ADDR"]
@@ -283,12 +293,5 @@ PERMISSIONS_POLICY = (
 )
 # htmx sends the CSRF token from the page (hx-headers on <body>); no script needs the cookie.
 CSRF_COOKIE_HTTPONLY = True
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
-}
+# One line per failed login is enough (axes logs each step at INFO).
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}

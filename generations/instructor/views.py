@@ -11,7 +11,7 @@ from typing import IO, Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -53,8 +53,14 @@ def _back(request: HttpRequest, default: str) -> HttpResponse:
     if request.htmx:
         return HttpResponse(status=204, headers={"HX-Refresh": "true"})
     target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        return redirect(target)
+    # A path on this site, as a URL (redirect() would take "47" for a view name), and no control
+    # character a header cannot carry.
+    if (
+        target.startswith("/")
+        and target.isprintable()
+        and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure())
+    ):
+        return HttpResponseRedirect(target)
     return redirect(default)
 
 
