@@ -99,6 +99,13 @@ def test_it_shows_an_instructor_a_styled_404_with_the_way_back_to_the_panel(inst
     assert 'href="/instructor/">Back to the instructor' in html
 
 
+def test_it_explains_an_expired_form(owner) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(owner)
+    response = client.post("/gallery/takes/1/note", {"note": "x"})
+    assert response.status_code == 403 and 'id="error-403-csrf"' in response.content.decode()
+
+
 # --- WebSocket origins -----------------------------------------------------------------------
 
 
