@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from axes.backends import AxesStandaloneBackend
+from axes.backends import AxesBackend
 from django.http import HttpRequest
 
 
-class LoginThrottle(AxesStandaloneBackend):
+class LoginThrottle(AxesBackend):
     """django-axes' check: a username locked out after too many wrong passwords is refused before
-    its password is checked. Every login over HTTP (ours, the admin's) passes its request; a call
-    without one (the shell, a test) comes from no client that could be throttled, and is let
-    through to the next backend instead of failing."""
+    its password is checked (ModelBackend, next in AUTHENTICATION_BACKENDS, checks it). Every login
+    over HTTP (ours, the admin's) passes its request; a call without one (the shell, a test) comes
+    from no client that could be throttled, and is let through to the next backend instead of failing.
+
+    AxesBackend rather than the standalone one: it also reads users back (get_user), so a session
+    that names the first backend, as Django's test client and our tests' sessions do, still works."""
 
     def authenticate(self, request: HttpRequest | None, *args: Any, **kwargs: Any) -> None:
         if request is None:
