@@ -1,6 +1,6 @@
 """Accounts for a workshop day: filmmakers created in bulk from a list of names, password
-resets and deactivation. Passwords are generated here, returned once to be printed on login
-cards, and never stored in the clear."""
+resets, deactivation, and unlocking after too many wrong passwords. Passwords are generated
+here, returned once to be printed on login cards, and never stored in the clear."""
 
 from __future__ import annotations
 
@@ -10,12 +10,17 @@ import unicodedata
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 import segno
+from axes.models import AccessAttempt
+from axes.utils import reset as axes_reset
+from django.conf import settings
 from django.contrib.auth.hashers import make_password
 from django.db import IntegrityError, transaction
-from django.db.models import Value
+from django.db.models import Max, Sum, Value
 from django.db.models.functions import Concat, Lower
+from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from .models import User
@@ -44,6 +49,8 @@ def names_parse(text: str) -> list[str]:
     names = [n for n in names if n]
     if not names:
         raise AccountsRefused("Type at least one name, one per line.")
+    if any("\x00" in n for n in names):  # PostgreSQL stores no NUL in text
+        raise AccountsRefused("A name cannot hold a NUL character.")
     if len(names) > MAX_NAMES:
         raise AccountsRefused(f"At most {MAX_NAMES} names at once.")
     if too_long := [n for n in names if len(n) > 150]:
@@ -159,3 +166,37 @@ def account_set_active(*, user: User, active: bool) -> bool:
     n = User.objects.filter(pk=user.pk, is_active=not active).update(is_active=active)
     user.refresh_from_db(fields=["is_active"])
     return n == 1
+
+
+# --- Login lockouts (django-axes keeps the failures; settings.AXES_*) --------------------------
+
+
+@dataclass(frozen=True)
+class Lockout:
+    username: str
+    until: datetime
+
+
+def lockouts() -> list[Lockout]:
+    """Usernames refused now for too many wrong passwords, and when each lockout ends (the last
+    failure + the cool-off), soonest first."""
+    cool_off = settings.AXES_COOLOFF_TIME
+    recent = (
+        AccessAttempt.objects.filter(attempt_time__gte=timezone.now() - cool_off, username__isnull=False)
+        .values("username")
+        .annotate(failures=Sum("failures_since_start"), last=Max("attempt_time"))
+        .filter(failures__gte=settings.AXES_FAILURE_LIMIT)
+    )
+    found = [Lockout(username=row["username"], until=row["last"] + cool_off) for row in recent]
+    return sorted(found, key=lambda lockout: lockout.until)
+
+
+def lockout_until(username: str) -> datetime | None:
+    return next((x.until for x in lockouts() if x.username == username), None)
+
+
+def lockout_clear(*, username: str) -> bool:
+    """Unlock a username at once (its failures are forgotten); False when it was not locked."""
+    locked = lockout_until(username) is not None
+    axes_reset(username=username)
+    return locked

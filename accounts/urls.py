@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/reset", views.account_reset, name="accounts-reset"),
     path("<int:pk>/deactivate", views.account_deactivate, name="accounts-deactivate"),
     path("<int:pk>/activate", views.account_activate, name="accounts-activate"),
+    path("unlock", views.account_unlock, name="accounts-unlock"),
 ]

@@ -1,13 +1,17 @@
-"""The instructor's accounts page: filmmakers in bulk, login cards, resets, deactivation."""
+"""The instructor's accounts page: filmmakers in bulk, login cards, resets, deactivation, unlocking;
+and the page a locked-out login gets."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from axes.helpers import get_client_username
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -15,6 +19,7 @@ from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
@@ -48,15 +53,18 @@ def _filmmaker(pk: int) -> User:
 @instructor_required
 @require_GET
 def account_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "accounts/list.html", {"people": _people(), "batch": uuid.uuid4()})
+    return render(request, "accounts/list.html", {**_list_context(), "batch": uuid.uuid4()})
 
 
-def _people() -> Any:
-    return (
+def _list_context() -> dict[str, Any]:
+    """The accounts page: the filmmakers, and who is locked out of logging in (with until when)."""
+    people = (
         User.objects.filter(role=User.Role.FILMMAKER, is_superuser=False)
         .annotate(n_generations=Count("generations"))
         .order_by("-is_active", "username")
     )
+    locked = services.lockouts()
+    return {"people": people, "lockouts": locked, "locked_until": {x.username: x.until for x in locked}}
 
 
 @instructor_required
@@ -81,7 +89,7 @@ def accounts_create(request: HttpRequest) -> HttpResponse:
     if repeated and request.POST.get("repeats") != "create":
         # A name typed twice, or someone who has an account already: ask before a second account.
         context = {
-            "people": _people(),
+            **_list_context(),
             "batch": batch,
             "names": request.POST.get("names", ""),
             "repeated": repeated,
@@ -119,6 +127,34 @@ def account_activate(request: HttpRequest, pk: int) -> HttpResponse:
     if services.account_set_active(user=user, active=True):
         messages.success(request, f"{user.username} can log in again.")
     return redirect("accounts-list")
+
+
+@instructor_required
+@require_POST
+def account_unlock(request: HttpRequest) -> HttpResponse:
+    """Lift a login lockout (any username: unlocking lets no one in without the password)."""
+    username = request.POST.get("username", "")
+    if not username or len(username) > 150 or "\x00" in username:
+        messages.error(request, "No such username.")
+    elif services.lockout_clear(username=username):
+        messages.success(request, f"{username} can log in again now.")
+    else:
+        messages.info(request, f"{username} was not locked out.")
+    return redirect("accounts-list")
+
+
+def locked_out(
+    request: HttpRequest, original_response: HttpResponse | None = None, credentials: Any = None
+) -> HttpResponse:
+    """What a login refused by the throttle answers (settings.AXES_LOCKOUT_CALLABLE), on our login
+    page and the admin's: 429, with when to try again."""
+    username = get_client_username(request, credentials) or ""
+    until = services.lockout_until(username) or timezone.now() + settings.AXES_COOLOFF_TIME
+    seconds = max(1, math.ceil((until - timezone.now()).total_seconds()))
+    context = {"username": username, "until": until, "minutes": math.ceil(seconds / 60)}
+    response = render(request, "registration/locked_out.html", context, status=429)
+    response["Retry-After"] = str(seconds)
+    return response
 
 
 def _cards(request: HttpRequest, logins: list[services.Login], *, title: str) -> HttpResponse:

@@ -70,7 +70,11 @@ def test_a_filmmaker_circles_compares_remixes_and_downloads(live_stack, page, ow
     page.check(f"#tile-{heron.pk} input[name=t]")
     page.click("[data-compare-button]")
     expect(page.locator("video[data-sync]")).to_have_count(2)
-    page.wait_for_function("[...document.querySelectorAll('video[data-sync]')].every(v => v.readyState >= 3)")
+    # Polled from here: wait_for_function evals its predicate in the page, which our CSP forbids.
+    for _ in range(300):
+        if page.eval_on_selector_all("video[data-sync]", "vs => vs.every(v => v.readyState >= 3)"):
+            break
+        page.wait_for_timeout(100)
     page.click("[data-sync-play]")
     page.wait_for_timeout(800)
     early = video_times(page)

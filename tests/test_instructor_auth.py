@@ -54,6 +54,7 @@ ROUTES = [
     ("post", "accounts-reset", ["filmmaker"]),
     ("post", "accounts-deactivate", ["filmmaker"]),
     ("post", "accounts-activate", ["filmmaker"]),
+    ("post", "accounts-unlock", []),
 ]
 SOCKETS = ["/ws/instructor/rounds/{round}/", "/ws/screen/"]
 
@@ -68,6 +69,7 @@ def world(owner, other, open_round, template, generation) -> dict[str, Any]:
     ids |= {"announcement": announcement.pk, "image": "a.png"}
     data = {
         "names": "Zoe",
+        "username": "bob",
         "batch": "b",
         "text": "Hi",
         "amount": "2",

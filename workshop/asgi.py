@@ -19,9 +19,9 @@ require_secret_key()
 # Imported after Django is set up: the consumers use the ORM.
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from generations.routing import websocket_urlpatterns  # noqa: E402
+from workshop.security import ExactOriginValidator  # noqa: E402
 
 
 class _Writable:
@@ -71,6 +71,6 @@ def paced(inner: Any) -> Any:
 application = ProtocolTypeRouter(
     {
         "http": paced(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

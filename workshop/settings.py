@@ -8,10 +8,14 @@ unless DEBUG is on.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.csp import CSP
+
+from workshop.local_secret import local_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 LOCAL_DIR = Path(os.environ.get("WORKSHOP_LOCAL_DIR", BASE_DIR / ".local"))
@@ -53,8 +57,9 @@ DEBUG = envbool("DEBUG", False)
 
 # No default in production: left empty, Django refuses anything that signs (sessions, upload
 # URLs), and the processes that serve or dispatch refuse to start (workshop.require_secret_key).
-# Commands that sign nothing (makemigrations, check) still run without it.
-SECRET_KEY = env("SECRET_KEY") or ("django-insecure-local-demo-only" if DEBUG else "")
+# Commands that sign nothing (makemigrations, check) still run without it. With DEBUG on (the
+# local demo) a random key is made on first start and kept under LOCAL_DIR, never a public one.
+SECRET_KEY = env("SECRET_KEY") or (local_secret_key(LOCAL_DIR) if DEBUG else "")
 
 
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -176,10 +181,6 @@ COLD_START_SECONDS = envint("COLD_START_SECONDS", 90)
 
 AUTH_USER_MODEL = "accounts.User"
 # Instructors get the admin permissions of their role (accounts/backends.py).
-AUTHENTICATION_BACKENDS = [
-    "django.contrib.auth.backends.ModelBackend",
-    "accounts.backends.InstructorBackend",
-]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 8}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -232,3 +233,72 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- The browser side: login throttling, Content Security Policy, Permissions-Policy -----------
+# (README, "Security"). Each defence is on by default, in the demo too.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE.insert(1, "django.middleware.csp.ContentSecurityPolicyMiddleware")
+MIDDLEWARE.insert(2, "workshop.security.PermissionsPolicyMiddleware")
+# Last: turns a login refused for too many failures into the page that says when to try again.
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")
+# {{ csp_nonce }} in templates (the admin's one inline style uses it).
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("django.template.context_processors.csp")
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out username before its password is even checked.
+    "accounts.backends.LoginThrottle",
+    "django.contrib.auth.backends.ModelBackend",
+    # Authenticates nobody: gives instructors their share of the admin from their role.
+    "accounts.backends.InstructorBackend",
+]
+
+# Login throttling (django-axes) on the login page and the admin's: after LOGIN_FAILURE_LIMIT
+# wrong passwords for one username, each less than LOGIN_LOCKOUT_MINUTES after the one before,
+# that username is refused for LOGIN_LOCKOUT_MINUTES (from the last failure), whatever the
+# password and wherever it comes from. Per username, not per address: a workshop room shares one
+# address. An instructor unlocks it on the accounts page, an admin in the admin's "Access attempts".
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# axes warns when the address is not part of the key, for keys an attacker can rotate (user agent,
+# cookies); the username alone cannot be rotated without attacking another account, and with the
+# address in it five typos would lock a whole room, which shares one address.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+AXES_RESET_ON_SUCCESS = True
+# Tries during a lockout do not push its end further: the page can say when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "accounts.views.locked_out"
+AXES_USERNAME_CALLABLE = "accounts.backends.throttled_username"
+# The address in the logs: the proxy's X-Forwarded-For only when we sit behind one.
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"] if envbool("BEHIND_TLS_PROXY", False) else ["REMOTE_ADDR"]
+)
+AXES_VERBOSE = False
+
+# Scripts and styles only from our own static files (htmx included); no inline code, no eval
+# (htmx runs with allowEval off, see base.html). 'self' in connect-src covers our own WebSocket
+# (ws:/wss: on the page's host and port); the nonce is there for the admin's one inline style.
+SECURE_CSP = {
+    "default-src": [CSP.SELF],
+    "script-src": [CSP.SELF, CSP.NONCE],
+    "style-src": [CSP.SELF, CSP.NONCE],
+    "img-src": [CSP.SELF],
+    "media-src": [CSP.SELF],
+    "connect-src": [CSP.SELF],
+    "font-src": [CSP.SELF],
+    "object-src": [CSP.NONE],
+    "frame-src": [CSP.NONE],
+    "frame-ancestors": [CSP.NONE],
+    "base-uri": [CSP.SELF],
+    "form-action": [CSP.SELF],
+}
+# Browser features no page of ours uses are off; full screen (the projector) and autoplay (muted
+# previews) only for our own pages.
+PERMISSIONS_POLICY = (
+    "accelerometer=(), autoplay=(self), camera=(), display-capture=(), fullscreen=(self), "
+    "geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), payment=(), "
+    "publickey-credentials-get=(), usb=(), screen-wake-lock=(self), xr-spatial-tracking=()"
+)
+# htmx sends the CSRF token from the page (hx-headers on <body>); no script needs the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# One line per failed login is enough (axes logs each step at INFO).
+LOGGING["loggers"]["axes"] = {"level": "WARNING"}

@@ -53,13 +53,13 @@ class FieldForm(forms.Form):
     default = forms.CharField(
         required=False, strip=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 24})
     )
-    min = forms.FloatField(required=False, widget=forms.NumberInput(attrs={"style": "width: 6em"}))
-    max = forms.FloatField(required=False, widget=forms.NumberInput(attrs={"style": "width: 6em"}))
+    min = forms.FloatField(required=False, widget=forms.NumberInput(attrs={"class": "import-number"}))
+    max = forms.FloatField(required=False, widget=forms.NumberInput(attrs={"class": "import-number"}))
     step = forms.IntegerField(
-        required=False, min_value=1, widget=forms.NumberInput(attrs={"style": "width: 4em"})
+        required=False, min_value=1, widget=forms.NumberInput(attrs={"class": "import-small"})
     )
     offset = forms.IntegerField(
-        required=False, min_value=0, widget=forms.NumberInput(attrs={"style": "width: 4em"})
+        required=False, min_value=0, widget=forms.NumberInput(attrs={"class": "import-small"})
     )
     choices = forms.CharField(required=False, help_text="For a choice: comma-separated")
     required = forms.BooleanField(required=False)

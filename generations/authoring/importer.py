@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from generations.models import WorkflowTemplate
+from workshop.inputs import int_or_none
 
 NODES_FILE = Path(__file__).resolve().parents[1] / "workflows" / "comfyui_0.3.64_nodes.json"
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+# Deeper than any real workflow (node → inputs → a list value is 4); bounds every walk over it.
+MAX_DEPTH = 32
+# ComfyUI's seeds go up to 2**64 - 1; nothing real is larger.
+MAX_INT = 2**64
 
 EXPORT_HINT = (
     "This is a ComfyUI UI workflow (it has “nodes” and “links”), the format ComfyUI saves for its editor; "
@@ -108,17 +113,57 @@ def is_link(value: Any) -> bool:
     )
 
 
+def _refuse_constant(name: str) -> Any:
+    raise WorkflowImportError(f"The workflow holds {name}, which is not a number ComfyUI can take.")
+
+
+def _check_values(data: Any) -> None:
+    """Refuse what JSON allows but a template cannot hold: nesting deeper than MAX_DEPTH, numbers
+    that are not finite or beyond MAX_INT, and text PostgreSQL cannot store (NUL, lone surrogates)."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise WorkflowImportError(f"The workflow is nested more than {MAX_DEPTH} levels deep.")
+        if isinstance(value, dict):
+            stack += [(k, depth + 1) for k in value] + [(v, depth + 1) for v in value.values()]
+        elif isinstance(value, list):
+            stack += [(v, depth + 1) for v in value]
+        elif isinstance(value, float) and not math.isfinite(value):
+            _refuse_constant(str(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_INT:
+            raise WorkflowImportError(f"The workflow holds a number too large for ComfyUI: {value:.3e}")
+        elif isinstance(value, str) and ("\x00" in value or _has_surrogate(value)):
+            shown = value[:40].encode("unicode_escape").decode()
+            raise WorkflowImportError(f"The workflow holds text with a NUL or an unpaired surrogate: {shown}")
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def workflow_parse(raw: bytes | str) -> dict[str, dict[str, Any]]:
     """Read an API-format workflow; raise ``WorkflowImportError`` with a message for anything else."""
     try:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except UnicodeDecodeError as exc:
         raise WorkflowImportError("This file is not text: upload the .json file ComfyUI saved.") from exc
     except json.JSONDecodeError as exc:
         raise WorkflowImportError(
             f"This file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
         ) from exc
+    except WorkflowImportError:
+        raise
+    except RecursionError:
+        raise WorkflowImportError(f"The workflow is nested more than {MAX_DEPTH} levels deep.") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise WorkflowImportError(f"This file holds a number ComfyUI cannot take ({exc}).") from None
+    _check_values(data)
     if not isinstance(data, dict):
         raise WorkflowImportError("An API-format workflow is a JSON object of nodes keyed by id.")
     if isinstance(data.get("nodes"), list) or isinstance(data.get("links"), list):
@@ -149,7 +194,8 @@ def workflow_parse(raw: bytes | str) -> dict[str, dict[str, Any]]:
 
 def _node_key(node_id: str) -> tuple[tuple[int, str], ...]:
     # "92:10" after "92:9"; ids that are not numbers sort after the numbers.
-    return tuple((int(p), "") if p.isdigit() else (1 << 62, p) for p in re.split(r"[:.]", node_id))
+    parts = ((int_or_none(p), p) for p in re.split(r"[:.]", node_id))
+    return tuple((n, "") if n is not None else (1 << 62, p) for n, p in parts)
 
 
 def node_ids(workflow: dict[str, Any]) -> list[str]:

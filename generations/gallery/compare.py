@@ -11,6 +11,7 @@ from accounts.models import User
 from generations.gallery.selectors import shown_value, spec_labels
 from generations.models import Take
 from generations.queue.access import takes_visible_to
+from workshop.inputs import int_or_none
 
 COMPARE_MIN, COMPARE_MAX = 2, 4
 
@@ -45,7 +46,7 @@ class Comparison:
 
 def compare(user: User, raw_ids: Iterable[str]) -> Comparison:
     """2 to 4 takes the user may see, in the order picked, and their parameters side by side."""
-    ids = list(dict.fromkeys(int(x) for x in raw_ids if str(x).isdigit()))
+    ids = list(dict.fromkeys(n for n in map(int_or_none, raw_ids) if n is not None))
     if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
         raise CompareRefused(f"Pick {COMPARE_MIN} to {COMPARE_MAX} takes to compare (you picked {len(ids)}).")
     found = {t.pk: t for t in takes_visible_to(user).filter(pk__in=ids)}

@@ -26,6 +26,7 @@ from generations.gallery.selectors import (
 from generations.live import groups
 from generations.models import Generation
 from generations.queue.access import current_takes, is_shared, round_for_user, sees_everything
+from workshop.inputs import int_or_none
 
 MINE = "generations/gallery/mine.html"
 SHARED = "generations/gallery/shared.html"
@@ -34,7 +35,7 @@ TILES = "generations/gallery/tiles.html"
 
 def _ids(raw: list[str] | None) -> list[int]:
     parts = (raw or [""])[0].split(",")
-    return [int(p) for p in parts if p.isdigit()][:200]
+    return [n for n in map(int_or_none, parts) if n is not None][:200]
 
 
 class _GalleryConsumer(WebsocketConsumer):

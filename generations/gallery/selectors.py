@@ -25,6 +25,7 @@ from generations.queue.access import (
     rounds_visible_to,
     sees_everything,
 )
+from workshop.inputs import int_or_none
 
 S = Generation.Status
 # A page of "my takes" holds whole rounds until it has at least this many tiles.
@@ -74,9 +75,8 @@ class Filters:
 
     @classmethod
     def from_query(cls, query: Mapping[str, Any]) -> Filters:
-        raw = str(query.get("round") or "")
         return cls(
-            round_id=int(raw) if raw.isdigit() else None,
+            round_id=int_or_none(query.get("round") or ""),
             circled=query.get("circled") == "1",
             newest=query.get("sort") != "old",
         )

@@ -53,6 +53,8 @@ def take_circle(*, take: Take, circled: bool) -> bool:
 
 def take_note_set(*, take: Take, note: str) -> None:
     note = note.strip()
+    if "\x00" in note:  # PostgreSQL stores no NUL in text
+        raise NoteRefused("A note cannot hold a NUL character.")
     if len(note) > NOTE_MAX:
         raise NoteRefused(f"A note is at most {NOTE_MAX} characters; this one has {len(note)}.")
     Take.objects.filter(pk=take.pk).update(note=note)

@@ -25,6 +25,7 @@ from generations.live.toasts import toast
 from generations.models import Take
 from generations.queue.access import generation_for_user, round_for_user, take_owned_by, take_visible_to
 from generations.queue.selectors import circled_takes_of
+from workshop.inputs import int_or_none
 
 MINE = "generations/gallery/mine.html"
 SHARED = "generations/gallery/shared.html"
@@ -44,7 +45,7 @@ def my_gallery(request: HttpRequest) -> HttpResponse:
     """My takes by round; an HTMX request with `after` is the next page (load more)."""
     filters = Filters.from_query(request.GET)
     after = request.GET.get("after", "")
-    page = my_gallery_page(request.user, filters, after=int(after) if after.isdigit() else None)
+    page = my_gallery_page(request.user, filters, after=int_or_none(after))
     context = {
         "page": page,
         "filters": filters,
@@ -179,8 +180,7 @@ def take_download(request: HttpRequest, pk: int) -> HttpResponseBase:
 @require_GET
 def circled_zip(request: HttpRequest) -> HttpResponseBase:
     """My circled takes (of one round with `?round=`) as one ZIP, streamed as it is made."""
-    raw = request.GET.get("round", "")
-    round_id = int(raw) if raw.isdigit() else None
+    round_id = int_or_none(request.GET.get("round", ""))
     takes = circled_takes_of(request.user, round_id)
     name = (
         f"circled-takes-{slugify(request.user.get_username()) or 'me'}{f'-r{round_id}' if round_id else ''}"
@@ -212,4 +212,6 @@ def generations_csv(request: HttpRequest) -> HttpResponse:
     )
     name = slugify(request.user.get_username()) or "me"
     response["Content-Disposition"] = content_disposition_header(True, f"generations-{name}.csv")
+    # Every prompt of the filmmaker: for no shared cache, and not to be kept on disk.
+    response["Cache-Control"] = "private, no-store"
     return response

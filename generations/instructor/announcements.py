@@ -25,6 +25,8 @@ def announcement_create(*, text: str, by: User) -> Announcement:
     text = " ".join(text.split())
     if not text:
         raise PanelRefused("Type the announcement first.")
+    if "\x00" in text:  # PostgreSQL stores no NUL in text
+        raise PanelRefused("An announcement cannot hold a NUL character.")
     if len(text) > MAX_LENGTH:
         raise PanelRefused(f"An announcement holds at most {MAX_LENGTH} characters.")
     announcement = Announcement.objects.create(workshop=workshop_get(), text=text, created_by=by)

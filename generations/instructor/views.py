@@ -11,7 +11,7 @@ from typing import IO, Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -37,6 +37,7 @@ from generations.queue import services, window
 from generations.queue.access import counting_takes, round_current_for, round_for_user, take_visible_to
 from generations.queue.quota import quota_for
 from generations.queue.selectors import circled_takes_of
+from workshop.inputs import int_or_none
 
 PANEL = "generations/instructor/panel.html"
 ROOM = "generations/instructor/room.html"
@@ -54,8 +55,14 @@ def _back(request: HttpRequest, default: str) -> HttpResponse:
     if request.htmx:
         return HttpResponse(status=204, headers={"HX-Refresh": "true"})
     target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        return redirect(target)
+    # A path on this site, as a URL (redirect() would take "47" for a view name), and no control
+    # character a header cannot carry.
+    if (
+        target.startswith("/")
+        and target.isprintable()
+        and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure())
+    ):
+        return HttpResponseRedirect(target)
     return redirect(default)
 
 
@@ -196,12 +203,14 @@ def round_close(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def warm(request: HttpRequest) -> HttpResponse:
     """Warm N workers now: a floor for the autoscaler for 15 minutes, before a demo."""
-    raw = request.POST.get("workers", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+    workers = int_or_none(request.POST.get("workers", ""))
+    if workers is None or not 1 <= workers <= 64:
         return HttpResponse("Say how many workers to warm, 1 to 64.", status=422)
-    n = int(raw)
-    autoscale.warm_now(connection(), queue="video", workers=n)
-    said = f"Warming {n} GPU{'s' if n != 1 else ''}: the autoscaler keeps at least {n} for 15 minutes."
+    autoscale.warm_now(connection(), queue="video", workers=workers)
+    said = (
+        f"Warming {workers} GPU{'s' if workers != 1 else ''}: "
+        f"the autoscaler keeps at least {workers} for 15 minutes."
+    )
     return toast(HttpResponse(status=204), said)
 
 
@@ -274,8 +283,7 @@ def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def quota_top_up(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
     rnd = _round(pk)
     filmmaker = get_object_or_404(User, pk=user_id)
-    raw = request.POST.get("amount", "")
-    amount = int(raw) if raw.isdigit() else 0
+    amount = int_or_none(request.POST.get("amount", "")) or 0
     if not 1 <= amount <= 100:
         return HttpResponse("Top up by 1 to 100 generations.", status=422)
     services.quota_top_up(round=rnd, filmmaker=filmmaker, amount=amount, by=request.user)
@@ -362,16 +370,18 @@ def exports_page(request: HttpRequest) -> HttpResponse:
 @require_GET
 def export_csv(request: HttpRequest) -> HttpResponseBase:
     qs = Generation.objects.all()
-    raw = request.GET.get("round", "")
-    if raw.isdigit():
-        qs = qs.filter(round_id=int(raw))
+    round_id = int_or_none(request.GET.get("round", ""))
+    if round_id is not None:
+        qs = qs.filter(round_id=round_id)
     day = timezone.localdate().isoformat()
-    return stream_response(
+    response = stream_response(
         request,
         exports.generations_csv(qs),
         content_type="text/csv; charset=utf-8",
         filename=f"generations-{day}.csv",
     )
+    response["Cache-Control"] = "private, no-store"  # everyone's prompts
+    return response
 
 
 @instructor_required

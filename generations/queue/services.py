@@ -47,9 +47,9 @@ def generation_create(
     A `submit_token` seen before returns the generation it created (a double click or a
     retried POST creates one generation). Filmmakers are held to the round's quota."""
     if submit_token is not None:
-        existing = Generation.objects.filter(submit_token=submit_token, owner=owner).first()
+        existing = Generation.objects.filter(submit_token=submit_token).first()
         if existing is not None:
-            return existing
+            return _resubmitted(existing, owner)
     try:
         with transaction.atomic():
             # Lock the round: a concurrent pause/close, or a second submission of the same
@@ -71,11 +71,20 @@ def generation_create(
             groups.generation_changed(owner_id=owner.pk, generation_id=generation.pk, queue=True)
     except IntegrityError:
         # The same token raced us in another request; it won.
-        if submit_token is None:
+        existing = Generation.objects.filter(submit_token=submit_token).first() if submit_token else None
+        if existing is None:
             raise
-        return Generation.objects.get(submit_token=submit_token, owner=owner)
+        return _resubmitted(existing, owner)
     log.info("generation %s queued for %s", generation.pk, owner)
     return generation
+
+
+def _resubmitted(existing: Generation, owner: User) -> Generation:
+    """A form sent again returns what it created; someone else's token (a token is one form's,
+    never shared) is refused, and says nothing of the generation it belongs to."""
+    if existing.owner_id != owner.pk:
+        raise SubmissionRefused("This form was already used: reload the page and submit again.")
+    return existing
 
 
 def _check_open(rnd: Round | None, template: WorkflowTemplate, owner: User) -> None:

@@ -35,6 +35,7 @@ from generations.queue.access import (
 )
 from generations.queue.cards import queue_context, with_estimates, with_previews
 from generations.queue.selectors import finished_of
+from workshop.inputs import int_or_none
 
 PAGE = "generations/round.html"
 
@@ -93,8 +94,8 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
     rnd = round_for_user(request.user, pk)
-    raw = request.POST.get("template", "")
-    template = rnd.templates.filter(pk=int(raw)).first() if raw.isdigit() else None
+    template_id = int_or_none(request.POST.get("template", ""))
+    template = rnd.templates.filter(pk=template_id).first() if template_id is not None else None
     form = _form_for(template, data=request.POST)
     error = ""
     if template is None:

@@ -203,10 +203,26 @@
     }
   });
 
-  // --- Confirmations and printing, without inline handlers ---------------------------------
+  // --- Sizes from the server, without style attributes (the CSP forbids them) ---------------
+  // A tile's aspect ratio ("16 / 9"), a bar's width in percent; re-applied to swapped fragments.
+  const within = (root, selector) =>
+    root.querySelectorAll ? [...(root.matches?.(selector) ? [root] : []), ...root.querySelectorAll(selector)] : [];
+  function sizes(root) {
+    within(root, "[data-width]").forEach((el) => { el.style.width = `${parseFloat(el.dataset.width) || 0}%`; });
+    within(root, "[data-aspect]").forEach((el) => { el.style.aspectRatio = el.dataset.aspect; });
+  }
+  document.addEventListener("htmx:load", (event) => sizes(event.target));
+  document.addEventListener("DOMContentLoaded", () => sizes(document.body));
+
+  // --- Confirmations, printing and the projector's full screen, without inline handlers --------
   document.addEventListener("click", (event) => {
     const asking = event.target.closest("[data-confirm]");
     if (asking && !window.confirm(asking.dataset.confirm)) event.preventDefault();
     if (event.target.closest("[data-print]")) window.print();
+    const fullscreen = event.target.closest("[data-fullscreen]");
+    if (fullscreen) {
+      document.documentElement.requestFullscreen?.().catch(() => {});
+      fullscreen.remove();
+    }
   });
 })();

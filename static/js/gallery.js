@@ -1,5 +1,5 @@
 // The gallery's few behaviours: inline play, the image lightbox, picking takes to compare,
-// filters that apply on change, printing, and the compare page's synced player.
+// filters that apply on change, and the compare page's synced player.
 // Everything is delegated from the document, so fragments swapped in by htmx keep working.
 (() => {
   "use strict";

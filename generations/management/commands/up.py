@@ -27,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 from generations.authoring.demo import seed_demo
 from generations.authoring.library import MODEL_FREE
 from generations.fleet import localcomfy
+from workshop.local_secret import local_secret_key
 
 BASE = Path(settings.BASE_DIR)
 
@@ -153,6 +154,10 @@ class Command(BaseCommand):
         env.setdefault("DEBUG", "true")  # a plain-HTTP local demo
         env.setdefault("PUBLIC_BASE_URL", f"http://{host}:{port}")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        if not env.get("SECRET_KEY"):
+            # Signs the demo's sessions and upload URLs: random, made on the first start and kept
+            # (mode 600) beside the demo's database, never a key anyone could read in the source.
+            env["SECRET_KEY"] = local_secret_key(Path(settings.LOCAL_DIR))
         if not os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = self._start_redis(env)
         return env
