@@ -87,7 +87,7 @@ def estimates(conn: redis.Redis, *, queued: list[Generation] | None = None) -> d
     result: dict[int, Estimate] = {}
     for queue, members in by_queue.items():
         serving = [w for w in workers if w.serves(queue) and w.state != "draining"]
-        warm = any(w.state in ("idle", "busy") for w in serving)
+        warm = any(w.state in ("idle", "busy", "delivering") for w in serving)
         lanes = max(len(serving), 1)
         cold = 0.0 if warm else float(settings.COLD_START_SECONDS)
         busy = 0.0
