@@ -39,6 +39,8 @@ class WorkerConfig:
     worker_name: str
     events_stream: str = protocol.EVENTS_STREAM
     upload_options: dict[str, Any] = field(default_factory=dict)
+    # Shared with the worker's heartbeat (a gpu_worker.horse.Phase): "delivering" while an upload waits.
+    phase: Any = None
 
 
 _config: WorkerConfig | None = None
@@ -198,6 +200,8 @@ def run_generation(
                 output.filename,
                 output.content_type,
                 config.worker_name,
+                should_stop=cancelled,
+                on_retry=lambda problem: _delivering(config),
                 **config.upload_options,
             )
         filenames = [output.filename for output in outputs]
@@ -222,6 +226,12 @@ def run_generation(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         redis.close()
+
+
+def _delivering(config: WorkerConfig) -> None:
+    # The render is done and kept; the heartbeat says so while the web app is away.
+    if config.phase is not None:
+        config.phase.set(protocol.DELIVERING)
 
 
 def _report_cancelled(events: EventEmitter, job: JobSpec, label: str, when: str) -> dict[str, Any]:
