@@ -75,7 +75,9 @@ def test_it_leaves_a_healthy_generation_alone(conductor, redis_conn, generation,
         assert conductor.reconcile_once(now=t0 + later + 4) == 0
 
 
-def test_it_loses_a_silent_worker_only_after_lost_after_plus_grace(conductor, redis_conn, generation, t0) -> None:
+def test_it_loses_a_silent_worker_only_after_lost_after_plus_grace(
+    conductor, redis_conn, generation, t0
+) -> None:
     running_on(conductor, redis_conn, generation, t0)
     assert conductor.reconcile_once(now=t0 + 31) == 0  # silent past WORKER_LOST_AFTER: suspect
     assert conductor.reconcile_once(now=t0 + 39) == 0
@@ -98,7 +100,9 @@ def test_it_counts_silence_from_the_last_heartbeat_even_when_redis_lost_it(
     assert conductor.reconcile_once(now=t0 + 41) == 1
 
 
-def test_it_forgives_a_worker_that_beats_again_within_the_grace(conductor, redis_conn, generation, t0) -> None:
+def test_it_forgives_a_worker_that_beats_again_within_the_grace(
+    conductor, redis_conn, generation, t0
+) -> None:
     g = running_on(conductor, redis_conn, generation, t0)
     assert conductor.reconcile_once(now=t0 + 35) == 0  # frozen for 35 s (a SIGSTOP)
     beat(redis_conn, "w1", t0 + 36, g)
@@ -106,7 +110,9 @@ def test_it_forgives_a_worker_that_beats_again_within_the_grace(conductor, redis
     assert conductor.reconcile_once(now=t0 + 60) == 0
 
 
-def test_it_tells_the_filmmaker_one_calm_sentence_and_the_admin_why(conductor, redis_conn, generation, t0) -> None:
+def test_it_tells_the_filmmaker_one_calm_sentence_and_the_admin_why(
+    conductor, redis_conn, generation, t0
+) -> None:
     running_on(conductor, redis_conn, generation, t0)
     conductor.reconcile_once(now=t0 + 31)
     conductor.reconcile_once(now=t0 + 41)
@@ -136,7 +142,9 @@ def test_it_measures_the_grace_from_when_the_current_reason_first_held(
     assert conductor.reconcile_once(now=t0 + 16) == 1
 
 
-def test_it_starts_the_grace_again_after_a_failed_pass(conductor, redis_conn, generation, t0, monkeypatch) -> None:
+def test_it_starts_the_grace_again_after_a_failed_pass(
+    conductor, redis_conn, generation, t0, monkeypatch
+) -> None:
     running_on(conductor, redis_conn, generation, t0)
     beat(redis_conn, "w1", t0)
     conductor.reconcile_once(now=t0 + 1)
@@ -155,7 +163,9 @@ def test_it_counts_no_silence_from_before_a_pass_that_could_not_see_redis(
 ) -> None:
     running_on(conductor, redis_conn, generation, t0)
     with monkeypatch.context() as patch:
-        patch.setattr(reconcile.heartbeats, "workers", lambda *a, **k: (_ for _ in ()).throw(redis.ConnectionError()))
+        patch.setattr(
+            reconcile.heartbeats, "workers", lambda *a, **k: (_ for _ in ()).throw(redis.ConnectionError())
+        )
         with pytest.raises(redis.ConnectionError):
             conductor.reconcile_once(now=t0 + 20)  # Redis down: nobody could beat
     assert conductor.reconcile_once(now=t0 + 45) == 0  # back: silence counts from here
@@ -178,15 +188,18 @@ def test_a_live_heartbeat_wins_over_a_vanished_rq_job_and_the_record_is_rebuilt(
     assert (g.status, g.attempt) == (S.RUNNING, 1)
 
 
-def test_it_loses_a_job_that_vanished_before_any_worker_took_it(conductor, redis_conn, generation, t0) -> None:
+def test_it_enqueues_again_a_job_that_vanished_before_any_worker_took_it(
+    conductor, redis_conn, generation, t0
+) -> None:
     conductor.dispatch_once()
     redis_conn.flushdb()
     assert conductor.consume_once(block_ms=10) == 0  # the events group is recreated
     assert conductor.reconcile_once(now=t0) == 0
-    assert conductor.reconcile_once(now=t0 + 10) == 1
-    assert conductor.dispatch_once() == 1
+    assert conductor.reconcile_once(now=t0 + 10) == 0  # nothing ran, nothing is lost
     generation.refresh_from_db()
-    assert (generation.status, generation.attempt) == (S.DISPATCHED, 2)
+    assert (generation.status, generation.attempt) == (S.DISPATCHED, 1)
+    assert redis_conn.lrange("rq:queue:video", 0, -1) == [protocol.job_id(generation.pk, 1).encode()]
+    assert rq_job(redis_conn, generation).kwargs["attempt"] == 1
 
 
 def test_it_gives_up_after_the_last_attempt(conductor, redis_conn, generation, settings, t0) -> None:
@@ -208,7 +221,9 @@ def test_it_ignores_events_of_the_lost_attempt(conductor, redis_conn, generation
     assert attempts.event_apply(late) is None
 
 
-def test_it_redispatches_a_job_taken_by_a_worker_that_died_at_once(conductor, redis_conn, generation, t0) -> None:
+def test_it_redispatches_a_job_taken_by_a_worker_that_died_at_once(
+    conductor, redis_conn, generation, t0
+) -> None:
     conductor.dispatch_once()
     redis_conn.lmove("rq:queue:video", "rq:queue:video:intermediate")  # what a dequeue does first
     conductor.reconcile_once(now=t0)

@@ -34,7 +34,7 @@ from generations.broker.messages import WAKE
 from generations.broker.previews import preview_store
 from generations.dispatch import attempts
 from generations.dispatch.leader import LEADER_KEY, LeaderLease
-from generations.dispatch.reconcile import Reconciler
+from generations.dispatch.reconcile import VANISHED, Reconciler
 from generations.domain.policy import plan
 from generations.fleet.autoscale import Autoscaler
 from generations.fleet.workers import sync as fleet_sync
@@ -164,12 +164,7 @@ class Conductor:
         if not attempts.generation_dispatch(generation=generation):
             return False
         try:
-            jobs.queue(generation.template.queue, self.redis).enqueue(
-                protocol.JOB_FUNCTION,
-                kwargs=attempts.job_kwargs(generation=generation),
-                job_id=protocol.job_id(generation.pk, generation.attempt),
-                **job_options(generation),
-            )
+            self._enqueue(generation)
         except redis.RedisError:
             log.exception("enqueue of generation %s failed; back to queued", generation.pk)
             attempts.generation_requeue(
@@ -178,6 +173,14 @@ class Conductor:
             raise
         log.info("dispatched generation %s attempt %s", generation.pk, generation.attempt)
         return True
+
+    def _enqueue(self, generation: Generation) -> None:
+        jobs.queue(generation.template.queue, self.redis).enqueue(
+            protocol.JOB_FUNCTION,
+            kwargs=attempts.job_kwargs(generation=generation),
+            job_id=protocol.job_id(generation.pk, generation.attempt),
+            **job_options(generation),
+        )
 
     # --- events -------------------------------------------------------------------------
 
@@ -259,6 +262,11 @@ class Conductor:
             g = verdict.generation
             self._fence(verify=True)
             self.reconciler.forget(g.pk, g.attempt)
+            if verdict.kind == VANISHED:
+                # Nothing ran: the same attempt goes back into RQ (its card and attempts unchanged).
+                log.warning("generation %s attempt %s: %s; enqueued again", g.pk, g.attempt, verdict.reason)
+                self._enqueue(g)
+                continue
             if attempts.attempt_lost(generation_id=g.pk, attempt=g.attempt, reason=verdict.reason):
                 n += 1
         return n

@@ -29,12 +29,16 @@ S = Generation.Status
 RQ_GONE = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
 
 SILENT = "silent"
+# Dispatched, and gone from RQ before any worker took it: nothing ran, so the same attempt is queued in
+# RQ again rather than lost (a lost attempt counts towards MAX_ATTEMPTS).
+VANISHED = "vanished"
 
 
 @dataclass(frozen=True)
 class Verdict:
     generation: Generation
     reason: str  # for admins (error_detail, the live room), never for the filmmaker's card
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class Reconciler:
         self._blind = True
 
     def judge(self, *, now: float) -> tuple[list[Verdict], list[tuple[Generation, str]]]:
-        """(attempts lost now, attempts to adopt: (generation, worker)) for one pass."""
+        """(attempts lost now (those of kind VANISHED: to enqueue again), attempts to adopt:
+        (generation, worker)) for one pass."""
         if self._blind:
             self.sighted_since, self._blind = now, False
         every = heartbeats.workers(self.redis, max_age=float("inf"))
@@ -92,7 +97,7 @@ class Reconciler:
                 since, wait = (first if kind == finding.kind else now), settings.LOST_GRACE_SECONDS
             self.suspects[key] = (since, finding.kind)
             if now - since >= wait:
-                lost.append(Verdict(generation=g, reason=finding.reason))
+                lost.append(Verdict(generation=g, reason=finding.reason, kind=finding.kind))
         for key in set(self.suspects) - seen:
             del self.suspects[key]
         return lost, adopt
@@ -130,7 +135,7 @@ class Reconciler:
             return Finding(kind="no-worker", reason="running, but no worker says which")
         if status is None:
             return Finding(
-                kind="vanished", reason="its job vanished from RQ before a worker took it (Redis lost it?)"
+                kind=VANISHED, reason="its job vanished from RQ before a worker took it (Redis lost it?)"
             )
         if (
             status == JobStatus.QUEUED
