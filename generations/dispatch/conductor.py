@@ -252,6 +252,7 @@ class Conductor:
         try:
             lost, adopt = self.reconciler.judge(now=now)
             for g, worker in adopt:
+                self._fence()
                 self._adopt(g, worker)
         except (redis.RedisError, DatabaseError):
             # Whatever was suspected is stale now: the grace periods start again.
@@ -323,6 +324,8 @@ class Conductor:
                     if not leading:
                         log.info("conductor %s leads", self.identity)
                         leading = True
+                        # What it suspected before (in an earlier term) was not watched since.
+                        self.reconciler.suspects.clear()
                     self.step(block_ms=block_ms)
                 except LeadershipLost:
                     log.warning("conductor %s lost its lease mid-pass; standing by", self.identity)
