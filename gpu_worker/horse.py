@@ -136,6 +136,8 @@ class HorseWorker(GatedWorker):
             if self.orphan != holder:
                 log.warning("process %s still renders for %s: taking no job until it ends", holder, self.name)
                 self.orphan = holder
+                self.on_job_change()  # the heartbeat says busy now
+            self.heartbeat()  # RQ's own registration must not lapse meanwhile
             time.sleep(0.5)
         self.orphan = None
         return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
