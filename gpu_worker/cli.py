@@ -321,6 +321,7 @@ def run_worker(args: argparse.Namespace) -> int:
         )
         worker.gate, worker.idle_exit = gate, args.idle_exit_seconds
         worker.render_lock, worker.phase, worker.on_job_change = RenderLock(args.name), phase, heartbeat.kick
+        worker.on_delivered = lambda job_id: heartbeat.update({"delivered": job_id})
         log.info(
             "gpu-worker %s: backend %s, queues %s, events %s, provider %s at %s/h",
             args.name,

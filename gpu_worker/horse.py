@@ -101,18 +101,25 @@ class RenderLock:
 
 
 class Phase:
-    """What the work-horse is doing, in memory shared across the fork: the parent's heartbeat reads it."""
+    """What the work-horse is doing, and whether it delivered, in memory shared across the fork: the
+    parent's heartbeat reads it."""
 
     _STATES = ("", protocol.DELIVERING)
 
     def __init__(self) -> None:
-        self._mem = mmap.mmap(-1, 1)  # anonymous and shared: the forked work-horse writes the same byte
+        self._mem = mmap.mmap(-1, 2)  # anonymous and shared: the forked work-horse writes the same bytes
 
     def set(self, state: str) -> None:
         self._mem[0] = self._STATES.index(state)
 
     def get(self) -> str:
         return self._STATES[self._mem[0]] if self._mem[0] < len(self._STATES) else ""
+
+    def delivered(self, value: bool | None = None) -> bool:
+        """Every output uploaded and ``succeeded`` emitted (set by the work-horse, read after it)."""
+        if value is not None:
+            self._mem[1] = int(value)
+        return bool(self._mem[1])
 
 
 class HorseWorker(GatedWorker):
@@ -123,6 +130,8 @@ class HorseWorker(GatedWorker):
     render_lock: RenderLock
     phase: Phase
     on_job_change: Callable[[], Any] = staticmethod(lambda: None)
+    # Called with the job id of an attempt it delivered (the heartbeat says so from then on).
+    on_delivered: Callable[[str], Any] = staticmethod(lambda job_id: None)
     # RQ backs off up to a minute between reconnections; a restarted Redis should be seen in seconds.
     max_connection_wait_time = 5.0
     orphan: int | None = None  # pid of another process that renders for our name
@@ -144,6 +153,7 @@ class HorseWorker(GatedWorker):
 
     def execute_job(self, job: Any, queue: Any) -> None:
         self.phase.set("")
+        self.phase.delivered(False)
         self.job_id = job.id
         self.on_job_change()  # the heartbeat claims the job now, not at its next beat
         try:
@@ -151,6 +161,8 @@ class HorseWorker(GatedWorker):
         finally:
             self.job_id = None
             self.phase.set("")
+            if self.phase.delivered():
+                self.on_delivered(job.id)
             self.on_job_change()
 
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:

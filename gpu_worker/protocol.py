@@ -41,7 +41,9 @@ HEARTBEAT_INTERVAL_S, and at once when it takes or ends a job, with fields
 ``provider, price_per_hour, billing_seconds, gpu, vram_gb, templates``) and a TTL of
 HEARTBEAT_TTL_S, and adds its name to the set ``WORKERS_SET``. ``gpu`` and ``vram_gb`` (GiB) are
 empty for the first seconds, then the name ("cpu" without CUDA, "unknown" when it cannot tell);
-``templates`` is comma-separated slugs, empty when the worker does not say. A worker beats from
+``templates`` is comma-separated slugs, empty when the worker does not say. ``delivered`` is the job id
+(``job_id``) of the last attempt the worker finished with every output uploaded and ``succeeded``
+emitted: the proof of a success whose event a Redis restart lost. A worker beats from
 its start (``warming`` while its backend loads) and deletes the hash when it exits cleanly.
 """
 

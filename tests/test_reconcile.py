@@ -121,6 +121,18 @@ def test_it_tells_the_filmmaker_one_calm_sentence_and_the_admin_why(
     assert "no heartbeat from worker w1" in generation.error_detail
 
 
+def test_an_attempt_its_worker_delivered_succeeds_though_redis_lost_the_event(
+    conductor, redis_conn, generation, t0
+) -> None:
+    g = running_on(conductor, redis_conn, generation, t0)
+    redis_conn.flushdb()  # the succeeded event was in the stream
+    beat(redis_conn, "w1", t0 + 5)  # idle now, and saying what it delivered
+    redis_conn.hset(protocol.worker_key("w1"), "delivered", protocol.job_id(g.pk, g.attempt))
+    assert conductor.reconcile_once(now=t0 + 6) == 0
+    g.refresh_from_db()
+    assert (g.status, g.attempt) == (S.SUCCEEDED, 1)
+
+
 def test_it_redispatches_when_the_work_horse_died(conductor, redis_conn, generation, t0) -> None:
     g = running_on(conductor, redis_conn, generation, t0)
     rq_job(redis_conn, g).set_status(JobStatus.FAILED)

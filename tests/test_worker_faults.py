@@ -69,6 +69,8 @@ def test_the_worker_claims_a_job_as_soon_as_it_takes_it(
     )
     wait_for(lambda: state(g)[0] == S.SUCCEEDED, timeout=60, what="the take")
     wait_for(lambda: beat_of(redis_conn, "w-claim").get("state") == "idle", timeout=20, what="idle again")
+    # And it keeps saying what it delivered: the proof of a success whose event Redis might lose.
+    assert beat_of(redis_conn, "w-claim")["delivered"] == protocol.job_id(g.pk, 1)
 
 
 def test_the_work_horse_dies_with_its_worker(live_stack, redis_conn, owner, open_round, template) -> None:

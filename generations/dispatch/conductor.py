@@ -34,7 +34,7 @@ from generations.broker.messages import WAKE
 from generations.broker.previews import preview_store
 from generations.dispatch import attempts
 from generations.dispatch.leader import LEADER_KEY, LeaderLease
-from generations.dispatch.reconcile import VANISHED, Reconciler
+from generations.dispatch.reconcile import DELIVERED, VANISHED, Reconciler
 from generations.domain.policy import plan
 from generations.fleet.autoscale import Autoscaler
 from generations.fleet.workers import sync as fleet_sync
@@ -263,6 +263,17 @@ class Conductor:
             g = verdict.generation
             self._fence(verify=True)
             self.reconciler.forget(g.pk, g.attempt)
+            if verdict.kind == DELIVERED:
+                log.warning("generation %s attempt %s: %s", g.pk, g.attempt, verdict.reason)
+                attempts.event_apply(
+                    {
+                        "type": protocol.SUCCEEDED,
+                        "generation_id": g.pk,
+                        "attempt": g.attempt,
+                        "worker": g.worker,
+                    }
+                )
+                continue
             if verdict.kind == VANISHED:
                 # Nothing ran: the same attempt goes back into RQ (its card and attempts unchanged).
                 log.warning("generation %s attempt %s: %s; enqueued again", g.pk, g.attempt, verdict.reason)

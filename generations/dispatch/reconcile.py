@@ -32,6 +32,9 @@ SILENT = "silent"
 # Dispatched, and gone from RQ before any worker took it: nothing ran, so the same attempt is queued in
 # RQ again rather than lost (a lost attempt counts towards MAX_ATTEMPTS).
 VANISHED = "vanished"
+# Its worker says it delivered every output and emitted `succeeded`, which Redis lost (a restart):
+# the attempt succeeded, at once.
+DELIVERED = "delivered"
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,16 @@ class Reconciler:
             self.heard[w.name] = max(self.heard.get(w.name, 0.0), w.ts)
         live = {w.name: w for w in every if w.age(now) <= settings.WORKER_LOST_AFTER}
         claims = {(w.generation_id, w.attempt): w.name for w in every if w.generation_id and w.attempt}
+        claims.update({_key(w.delivered): f"{DELIVERED}:{w.name}" for w in every if _key(w.delivered)})
         lost: list[Verdict] = []
         adopt: list[tuple[Generation, str]] = []
         seen: set[tuple[int, int]] = set()
         for g in Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related("template"):
             key = (g.pk, g.attempt)
             finding = self.examine(g, live, claims, now=now)
+            if finding.kind == DELIVERED:
+                lost.append(Verdict(generation=g, reason=finding.reason, kind=DELIVERED))
+                continue
             if finding.claimed_by:
                 if finding.adopt:
                     adopt.append((g, finding.claimed_by))
@@ -115,6 +122,11 @@ class Reconciler:
     ) -> Finding:
         status = jobs.job_status(g.pk, g.attempt, self.redis)
         claimer = claims.get((g.pk, g.attempt), "")
+        if claimer.startswith(f"{DELIVERED}:"):
+            worker = claimer.split(":", 1)[1]
+            return Finding(
+                kind=DELIVERED, reason=f"worker {worker} delivered it (its succeeded event was lost)"
+            )
         if claimer in live:
             # The worker says it runs this attempt: that wins over RQ's record, or its absence.
             return Finding(claimed_by=claimer, adopt=status is None)
@@ -156,3 +168,11 @@ class Reconciler:
         seen = Worker.objects.filter(name=name).values_list("last_seen", flat=True).first()
         at = seen or g.started_at or g.dispatched_at
         return at.timestamp() if at else time.time()
+
+
+def _key(job_id: str) -> tuple[int, int] | None:
+    """(generation, attempt) of an RQ job id made by protocol.job_id, else None."""
+    if not job_id.startswith("gen-") or "-a" not in job_id:
+        return None
+    generation, _, attempt = job_id[4:].partition("-a")
+    return (int(generation), int(attempt)) if generation.isdigit() and attempt.isdigit() else None

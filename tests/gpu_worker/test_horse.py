@@ -37,9 +37,10 @@ def test_the_parent_reads_the_phase_the_work_horse_writes() -> None:
     pid = os.fork()
     if pid == 0:
         phase.set(protocol.DELIVERING)
+        phase.delivered(True)
         os._exit(0)
     os.waitpid(pid, 0)
-    assert phase.get() == protocol.DELIVERING
+    assert phase.get() == protocol.DELIVERING and phase.delivered()
     phase.set("")
     assert phase.get() == ""
 
