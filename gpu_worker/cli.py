@@ -320,7 +320,9 @@ def run_worker(args: argparse.Namespace) -> int:
             log_job_description=False,
         )
         worker.gate, worker.idle_exit = gate, args.idle_exit_seconds
-        worker.render_lock, worker.phase, worker.on_job_change = RenderLock(args.name), phase, heartbeat.kick
+        # One render per name; the heartbeat claims each job at once and says what was delivered.
+        worker.render_lock, worker.phase = RenderLock(args.name), phase
+        worker.on_job_change = heartbeat.kick
         worker.on_delivered = lambda job_id: heartbeat.update({"delivered": job_id})
         log.info(
             "gpu-worker %s: backend %s, queues %s, events %s, provider %s at %s/h",

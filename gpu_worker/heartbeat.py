@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARMING, IDLE, BUSY, DRAINING = "warming", "idle", "busy", "draining"
-DELIVERING = protocol.DELIVERING
 # Shorter beats only for tests and chaos runs, where seconds matter.
 INTERVAL_S = float(os.environ.get("GPU_WORKER_HEARTBEAT_S") or protocol.HEARTBEAT_INTERVAL_S)
 
