@@ -32,8 +32,8 @@ SILENT = "silent"
 # Dispatched, and gone from RQ before any worker took it: nothing ran, so the same attempt is queued in
 # RQ again rather than lost (a lost attempt counts towards MAX_ATTEMPTS).
 VANISHED = "vanished"
-# Its worker says it delivered every output and emitted `succeeded`, which Redis lost (a restart):
-# the attempt succeeded, at once.
+# Its worker says it delivered every output and emitted `succeeded`, yet the event has not come for
+# LOST_GRACE_SECONDS (Redis lost it in a restart): the attempt succeeded.
 DELIVERED = "delivered"
 
 
@@ -87,9 +87,6 @@ class Reconciler:
         for g in Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related("template"):
             key = (g.pk, g.attempt)
             finding = self.examine(g, live, claims, now=now)
-            if finding.kind == DELIVERED:
-                lost.append(Verdict(generation=g, reason=finding.reason, kind=DELIVERED))
-                continue
             if finding.claimed_by:
                 if finding.adopt:
                     adopt.append((g, finding.claimed_by))
@@ -125,7 +122,7 @@ class Reconciler:
         if claimer.startswith(f"{DELIVERED}:"):
             worker = claimer.split(":", 1)[1]
             return Finding(
-                kind=DELIVERED, reason=f"worker {worker} delivered it (its succeeded event was lost)"
+                kind=DELIVERED, reason=f"worker {worker} delivered it; its succeeded event never came (lost?)"
             )
         if claimer in live:
             # The worker says it runs this attempt: that wins over RQ's record, or its absence.
