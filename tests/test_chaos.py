@@ -32,6 +32,8 @@ def private_stack(transactional_db, settings, tmp_path):  # type: ignore[no-unty
     server.stop()
 
 
+# At the production settings the faults and the drain take about three minutes.
+@pytest.mark.timeout(480)
 def test_it_throws_no_finished_render_away_through_chaos(private_stack, open_round, template) -> None:
     import redis
 
