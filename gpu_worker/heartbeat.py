@@ -159,13 +159,14 @@ class Heartbeat:
     def _loop(self) -> None:
         block_stop_signals()
         while not self._stop.is_set():
-            self._wake.clear()
             try:
                 self.beat()
             except Exception:
                 # A missed beat is what the conductor watches for; keep trying.
                 log.warning("heartbeat failed", exc_info=True)
+            # Cleared after the wait, not before the beat: a stop() meanwhile is never lost.
             self._wake.wait(self.interval)
+            self._wake.clear()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
