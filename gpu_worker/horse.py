@@ -196,6 +196,15 @@ class HorseWorker(GatedWorker):
         self._parent_pid = os.getpid()
         super().fork_work_horse(job, queue)
 
+    def cleanup_execution(self, job: Any, pipeline: Any, execution: Any = None) -> None:
+        super().cleanup_execution(job, pipeline, execution)
+        # Also the stand-in that a conductor rebuilt after Redis lost the job (see job_adopt): the job
+        # has ended, so nothing of it may stay in the started registry.
+        try:
+            job.started_job_registry.remove_executions(job, pipeline=pipeline)
+        except RedisError:
+            pass
+
     def handle_job_success(self, job: Any, queue: Any, started_job_registry: Any, execution: Any) -> None:
         ended = _ended_by_web(self.connection, job.id)
         if ended is None:

@@ -15,6 +15,7 @@ from rq.job import Job, JobStatus
 from rq.registry import CanceledJobRegistry, FailedJobRegistry, StartedJobRegistry
 from rq.serializers import JSONSerializer
 
+from generations.broker import jobs
 from generations.dispatch import attempts, reconcile
 from generations.dispatch.attempts import REQUEUED_MESSAGE
 from generations.dispatch.conductor import GROUP, Conductor, LeadershipLost
@@ -201,6 +202,22 @@ def test_a_live_heartbeat_wins_over_a_vanished_rq_job_and_the_record_is_rebuilt(
     assert job.id in StartedJobRegistry("video", connection=redis_conn).get_job_ids()
     g.refresh_from_db()
     assert (g.status, g.attempt) == (S.RUNNING, 1)
+
+
+def test_a_rebuilt_record_leaves_the_started_registry_when_the_worker_ends_the_job(
+    conductor, redis_conn, generation, t0
+) -> None:
+    from gpu_worker.horse import HorseWorker
+
+    g = running_on(conductor, redis_conn, generation, t0)
+    redis_conn.flushdb()
+    beat(redis_conn, "w1", t0 + 1, g)
+    conductor.reconcile_once(now=t0 + 1)  # rebuilt
+    worker = HorseWorker([jobs.queue("video", redis_conn)], connection=redis_conn, serializer=JSONSerializer)
+    with redis_conn.pipeline() as pipe:
+        worker.cleanup_execution(rq_job(redis_conn, g), pipe)  # what the work-horse does at the end
+        pipe.execute()
+    assert StartedJobRegistry("video", connection=redis_conn).get_job_ids() == []
 
 
 def test_it_enqueues_again_a_job_that_vanished_before_any_worker_took_it(
