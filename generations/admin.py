@@ -116,8 +116,8 @@ class GenerationAdmin(admin.ModelAdmin):
         "worker",
         "created_at",
     )
-    list_filter = ("status", "round", "template", "worker")
-    search_fields = ("id", "owner__username", "params__prompt", "error_message", "worker")
+    list_filter = ("status", "requeued", "round", "template", "worker")
+    search_fields = ("id", "owner__username", "params__prompt", "error_message", "error_detail", "worker")
     list_select_related = ("owner", "round", "template")
     date_hierarchy = "created_at"
     readonly_fields = ("created_at", "dispatched_at", "started_at", "finished_at")

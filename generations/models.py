@@ -143,6 +143,9 @@ class Generation(models.Model):
     workflow = models.JSONField(help_text="The resolved workflow sent to the worker")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     priority = models.BooleanField(default=False, help_text="Submitted by an instructor: runs first")
+    requeued = models.BooleanField(
+        default=False, help_text="Queued again after a lost or failed attempt: goes first in its priority"
+    )
     # One per form render: a double click or a retried POST finds the first generation.
     submit_token = models.UUIDField(null=True, blank=True, unique=True)
     # From the failed event: a retriable (system) failure can be retried and does not count to quota.

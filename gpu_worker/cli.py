@@ -249,8 +249,9 @@ def run_worker(args: argparse.Namespace) -> int:
     from gpu_worker.backends import get_backend
     from gpu_worker.health import HealthServer
     from gpu_worker.heartbeat import BUSY, DRAINING, IDLE, WARMING, Heartbeat, identity
+    from gpu_worker.horse import HorseWorker, Phase, RenderLock
     from gpu_worker.jobs import WorkerConfig, backend_options, configure
-    from gpu_worker.warmup import Gate, GatedWorker, Launcher
+    from gpu_worker.warmup import Gate, Launcher
 
     queues = [name.strip() for name in args.queues.split(",") if name.strip()]
     if not queues:
@@ -268,16 +269,19 @@ def run_worker(args: argparse.Namespace) -> int:
     if args.comfyui_command and args.backend == "comfyui":
         launcher = Launcher(args.comfyui_command, args.comfyui_log)
     gate = Gate(backend, launcher=launcher)
-    worker: GatedWorker | None = None
+    worker: HorseWorker | None = None
+    phase = Phase()
 
     def probe() -> tuple[str, str | None]:
         if worker is None:
             return WARMING, None
-        job_id = worker.get_current_job_id()
+        job_id = worker.job_id or worker.get_current_job_id()
         if worker._stop_requested:
             return DRAINING, job_id
         if job_id:
-            return BUSY, job_id
+            return (phase.get() or BUSY), job_id
+        if worker.orphan is not None:
+            return BUSY, None  # an orphaned render of our name still holds the GPU
         return (WARMING if gate.warming else IDLE), None
 
     def stop_now(signum: int, frame: object) -> None:
@@ -315,10 +319,11 @@ def run_worker(args: argparse.Namespace) -> int:
                 backend=backend,
                 worker_name=args.name,
                 events_stream=args.events_stream,
+                phase=phase,
             )
         )
         connection = Redis.from_url(args.redis_url)
-        worker = GatedWorker(
+        worker = HorseWorker(
             [Queue(name, connection=connection, serializer=JSONSerializer) for name in queues],
             # RQ's registration of a killed worker lingers for minutes and blocks its name; ours is
             # the heartbeat's `args.name`, so RQ gets a per-process one.
@@ -329,6 +334,10 @@ def run_worker(args: argparse.Namespace) -> int:
             log_job_description=False,
         )
         worker.gate, worker.idle_exit = gate, args.idle_exit_seconds
+        # One render per name; the heartbeat claims each job at once and says what was delivered.
+        worker.render_lock, worker.phase = RenderLock(args.name), phase
+        worker.on_job_change = heartbeat.kick
+        worker.on_delivered = lambda job_id: heartbeat.update({"delivered": job_id})
         log.info(
             "gpu-worker %s: backend %s, queues %s, events %s, provider %s at %s/h",
             args.name,

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Terminal events decide what the user sees, so a Redis blip must not lose them.
-TERMINAL_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
+# Terminal events decide what the user sees, so a Redis blip (or a restart) must not lose them:
+# about a minute of tries.
+TERMINAL_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0) + (4.0,) * 14
 # After a failed progress write, stop trying for a while: each try can block for seconds
 # (redis-py retries connections itself) and the render should not wait on advisory events.
 PROGRESS_PAUSE_AFTER_ERROR_S = 5.0

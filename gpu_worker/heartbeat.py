@@ -124,6 +124,7 @@ class Heartbeat:
         self.info = info or {}
         self.interval, self.ttl = interval, ttl
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
@@ -150,6 +151,11 @@ class Heartbeat:
         # A new dict, never a change in place: the beating thread may be copying the old one.
         self.info = {**self.info, **fields}
 
+    def kick(self) -> None:
+        """Beat now, from the beating thread (the worker took or ended a job): the conductor must not
+        wait for the next interval to learn who runs what."""
+        self._wake.set()
+
     def _loop(self) -> None:
         block_stop_signals()
         while not self._stop.is_set():
@@ -158,7 +164,9 @@ class Heartbeat:
             except Exception:
                 # A missed beat is what the conductor watches for; keep trying.
                 log.warning("heartbeat failed", exc_info=True)
-            self._stop.wait(self.interval)
+            # Cleared after the wait, not before the beat: a stop() meanwhile is never lost.
+            self._wake.wait(self.interval)
+            self._wake.clear()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
@@ -167,6 +175,7 @@ class Heartbeat:
     def stop(self) -> None:
         """Stop beating and say goodbye, so the conductor need not wait for the TTL."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.interval + 1)
         try:

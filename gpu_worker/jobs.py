@@ -39,6 +39,8 @@ class WorkerConfig:
     worker_name: str
     events_stream: str = protocol.EVENTS_STREAM
     upload_options: dict[str, Any] = field(default_factory=dict)
+    # Shared with the worker's heartbeat (a gpu_worker.horse.Phase): "delivering" while an upload waits.
+    phase: Any = None
 
 
 _config: WorkerConfig | None = None
@@ -198,10 +200,15 @@ def run_generation(
                 output.filename,
                 output.content_type,
                 config.worker_name,
+                should_stop=cancelled,
+                on_retry=lambda problem: _delivering(config),
                 **config.upload_options,
             )
         filenames = [output.filename for output in outputs]
         events.succeeded(generation_id, attempt, filenames)
+        if config.phase is not None:
+            # The heartbeat keeps saying so: a success whose event Redis loses is not rendered again.
+            config.phase.delivered(True)
         log.info("%s: succeeded in %.1fs: %s", label, time.monotonic() - started, ", ".join(filenames))
         return {"status": "succeeded", "outputs": filenames}
     except JobCancelled:
@@ -222,6 +229,12 @@ def run_generation(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         redis.close()
+
+
+def _delivering(config: WorkerConfig) -> None:
+    # The render is done and kept; the heartbeat says so while the web app is away.
+    if config.phase is not None:
+        config.phase.set(protocol.DELIVERING)
 
 
 def _report_cancelled(events: EventEmitter, job: JobSpec, label: str, when: str) -> dict[str, Any]:

@@ -28,18 +28,22 @@ object: ``{"type", "generation_id", "attempt", "worker", "ts", ...}`` plus, by t
                 PREVIEW_MIN_INTERVAL_S per attempt, advisory (may be dropped), never
                 terminal: show the latest one on the job card while it renders
 
-Cancel: the web app sets ``cancel_key(generation_id, attempt)`` (any value, with a TTL)
+Cancel: the web app sets ``cancel_key(generation_id, attempt)`` (``CANCEL_LOST`` when it gave up on
+the attempt, else ``CANCEL_CANCELLED``; with a TTL)
 and publishes ``{"generation_id", "attempt"}`` as JSON on ``CANCEL_CHANNEL``. A running
 job checks the key at least every CANCEL_POLL_S and stops its backend (ComfyUI: a
 targeted interrupt), uploads nothing, and emits ``cancelled``.
 
 Heartbeat: every worker process writes the hash ``worker_key(name)`` every
-HEARTBEAT_INTERVAL_S with fields ``name, state (warming|idle|busy|draining), queues
+HEARTBEAT_INTERVAL_S, and at once when it takes or ends a job, with fields
+``name, state (warming|idle|busy|delivering|draining), queues
 (comma-separated), generation_id, attempt (empty when idle), ts`` (and, when known,
 ``provider, price_per_hour, billing_seconds, gpu, vram_gb, templates``) and a TTL of
 HEARTBEAT_TTL_S, and adds its name to the set ``WORKERS_SET``. ``gpu`` and ``vram_gb`` (GiB) are
 empty for the first seconds, then the name ("cpu" without CUDA, "unknown" when it cannot tell);
-``templates`` is comma-separated slugs, empty when the worker does not say. A worker beats from
+``templates`` is comma-separated slugs, empty when the worker does not say. ``delivered`` is the job id
+(``job_id``) of the last attempt the worker finished with every output uploaded and ``succeeded``
+emitted: the proof of a success whose event a Redis restart lost. A worker beats from
 its start (``warming`` while its backend loads) and deletes the hash when it exits cleanly.
 """
 
@@ -58,11 +62,20 @@ EVENT_TYPES = (STARTED, PROGRESS, SUCCEEDED, FAILED, CANCELLED)
 PREVIEW = "preview"
 
 CANCEL_CHANNEL = "workshop:cancel"
+# The cancel key's value: the web app gave up on the attempt (lost), or someone cancelled it.
+CANCEL_LOST = "lost"
+CANCEL_CANCELLED = "cancelled"
 CANCEL_POLL_S = 0.5
 CANCEL_TTL_S = 24 * 3600
 
 WORKERS_SET = "workshop:workers"
 HEARTBEAT_INTERVAL_S = 5.0
+# The heartbeat's state while a finished render waits for the web app to take it (a restart,
+# a 5xx): the attempt is still claimed, and the worker takes no other job meanwhile.
+DELIVERING = "delivering"
+# How long a worker keeps trying to deliver a finished render before giving up on it (RQ's job
+# timeout allows for it). The signed upload URL lasts longer (UPLOAD_URL_MAX_AGE, 6 h).
+DELIVERY_PATIENCE_S = 15 * 60
 HEARTBEAT_TTL_S = 60
 
 # Workers throttle progress at the source: channel layers drop messages when a

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
 from gpu_worker import protocol
-from gpu_worker.backends import JobError
+from gpu_worker.backends import JobCancelled, JobError
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 # 429 and 5xx mean "not now" (a restarting web app, a proxy under load): worth another try.
 RETRY_STATUSES = frozenset({408, 429})
 DETAIL_LIMIT = 2000
+# Between tries: 0.5 s, doubling, never more than this, so a web app back from a restart is seen soon.
+MAX_BACKOFF_S = 5.0
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
@@ -35,13 +37,23 @@ def upload_file(
     content_type: str,
     worker: str,
     *,
-    attempts: int = 4,
+    attempts: int | None = None,
     backoff: float = 0.5,
+    max_backoff: float = MAX_BACKOFF_S,
+    patience: float = protocol.DELIVERY_PATIENCE_S,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_retry: Callable[[str], object] = lambda problem: None,
 ) -> None:
     """PUT ``path`` to ``upload_url + quote(filename)``, retrying transient failures.
 
-    Raises ``JobError``: non-retriable for a 4xx (an expired or wrong URL will not heal),
-    retriable when the web app stayed unreachable or kept answering 5xx.
+    A finished render is worth waiting for: on a connection error, 408, 429 or 5xx (a restarting web
+    app, a proxy under load) it keeps the file and tries again with capped backoff for ``patience``
+    seconds (or ``attempts`` tries), calling ``on_retry`` with the problem after each failed try. It
+    stops when ``should_stop()`` says the attempt was cancelled or given up (``JobCancelled``).
+
+    Raises ``JobError``: non-retriable for a 4xx (an expired or wrong URL will not heal, and a 409
+    means the attempt no longer accepts uploads), retriable when the web app stayed unreachable or
+    kept answering 5xx.
     """
     if not filename or "/" in filename or filename in (".", ".."):
         raise ValueError(f"Output filename must be a plain file name, got {filename!r}")
@@ -55,30 +67,47 @@ def upload_file(
         protocol.WORKER_HEADER: worker,
     }
     problem = ""
+    deadline = time.monotonic() + patience
+    attempt = 0
     with httpx.Client(timeout=TIMEOUT) as client:
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                time.sleep(backoff * 2 ** (attempt - 2))
+        while True:
+            attempt += 1
+            if should_stop():
+                raise JobCancelled()
             try:
                 response = client.put(url, content=_chunks(path), headers=headers)
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
-                log.warning("Upload of %s failed (attempt %s/%s): %s", filename, attempt, attempts, problem)
-                continue
-            if response.is_success:
-                return
-            body = response.text[:DETAIL_LIMIT]
-            if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
+            else:
+                if response.is_success:
+                    return
+                body = response.text[:DETAIL_LIMIT]
+                if response.status_code < 500 and response.status_code not in RETRY_STATUSES:
+                    raise JobError(
+                        f"Could not deliver the result (HTTP {response.status_code}).",
+                        detail=f"PUT {filename} -> HTTP {response.status_code}: {body}",
+                        retriable=False,
+                    )
                 problem = f"HTTP {response.status_code}: {body}"
-                log.warning("Upload of %s failed (attempt %s/%s): %s", filename, attempt, attempts, problem)
-                continue
-            raise JobError(
-                f"Could not deliver the result (HTTP {response.status_code}).",
-                detail=f"PUT {filename} -> HTTP {response.status_code}: {body}",
-                retriable=False,
+            delay = min(backoff * 2 ** (attempt - 1), max_backoff)
+            if (attempts is not None and attempt >= attempts) or time.monotonic() + delay > deadline:
+                break
+            log.warning(
+                "Upload of %s failed (try %s), trying again in %.1f s: %s", filename, attempt, delay, problem
             )
+            on_retry(problem)
+            _wait(delay, should_stop)
     raise JobError(
         "Could not deliver the result: the web app did not accept it; you can retry.",
-        detail=f"PUT {filename} failed {attempts} times; last: {problem}",
+        detail=f"PUT {filename} failed {attempt} times; last: {problem}",
         retriable=True,
     )
+
+
+def _wait(seconds: float, should_stop: Callable[[], bool]) -> None:
+    """Sleep, looking at ``should_stop`` twice a second (a cancel is not kept waiting)."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if should_stop():
+            raise JobCancelled()
+        time.sleep(min(left, protocol.CANCEL_POLL_S))

@@ -1,21 +1,53 @@
-"""A short run of bench/chaos.py: workers killed, the conductor killed, Redis flushed."""
+"""A short run of bench/chaos.py at the production settings: the leader conductor killed with a
+standby running, the web server and Redis restarted, Redis flushed, all while renders are in flight."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.chaos import Plan, run_chaos
-from generations.models import Round
+from tests.conftest import make_user
+from tests.live import LiveStack, PrivateRedis, database_url
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_it_loses_nothing_through_chaos(live_stack, redis_conn, instructor, open_round, template) -> None:
-    Round.objects.filter(pk=open_round.pk).update(quota=100)
-    plan = Plan(
-        generations=16, workers=2, kill_every=4.0, conductor_kill_at=2.0, redis_flush_at=5.0, timeout=90
+@pytest.fixture
+def private_stack(transactional_db, settings, tmp_path):  # type: ignore[no-untyped-def]
+    """The live stack on a redis-server of the test's own: this test restarts it."""
+    from django.db import connection
+
+    server = PrivateRedis(tmp_path / "redis").start()
+    settings.REDIS_URL = server.url
+    (tmp_path / "logs").mkdir()
+    stack = LiveStack(
+        database=database_url(connection.settings_dict),
+        redis_url=server.url,
+        media_root=settings.MEDIA_ROOT,
+        logs=tmp_path / "logs",
     )
-    figures = run_chaos(live_stack, redis_conn, instructor, open_round, template, plan)
-    assert figures["worker_kills"] >= 1, plan.log
-    assert (figures["succeeded"], figures["lost"], figures["stuck"]) == (16, 0, 0), (figures, plan.log)
-    assert figures["duplicated_takes"] == 0 and figures["succeeded_without_take"] == 0
+    settings.PUBLIC_BASE_URL = stack.url
+    yield stack, server
+    stack.stop()
+    server.stop()
+
+
+# At the production settings the faults and the drain take about three minutes.
+@pytest.mark.timeout(480)
+def test_it_throws_no_finished_render_away_through_chaos(private_stack, open_round, template) -> None:
+    import redis
+
+    stack, server = private_stack
+    open_round.quota = 1000
+    open_round.save()
+    owners = [make_user("filmmaker-a"), make_user("filmmaker-b")]
+    # Renders of about 12 s: longer than LOST_GRACE_SECONDS, so a fault that loses one shows.
+    plan = Plan(
+        faults=("leader", "web", "redis", "flush"), workers=2, waiting_each=1, frames=30, warmup=6, spacing=18
+    )
+    figures = run_chaos(stack, server, redis.Redis.from_url(server.url), owners, open_round, template, plan)
+    assert figures["generations"] >= 8, plan.log
+    assert (figures["lost"], figures["stuck"], figures["duplicated_takes"]) == (0, 0, 0), (figures, plan.log)
+    assert figures["succeeded_without_take"] == 0
+    assert figures["renders_redone"] == 0, (figures, plan.log)
+    assert figures["leader_gap_s"] is not None and figures["leader_gap_s"] <= 3.0, plan.log

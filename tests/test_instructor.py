@@ -160,6 +160,19 @@ def test_it_shows_the_room_by_state_and_by_filmmaker(
     assert f"{open_round.quota - 1} of {open_round.quota}" in html
 
 
+def test_the_room_says_why_a_job_was_queued_again_and_the_card_says_one_calm_sentence(
+    instructor_client, owner_client, generation, open_round
+) -> None:
+    Generation.objects.filter(pk=generation.pk).update(status=Generation.Status.RUNNING, attempt=1)
+    attempts.attempt_lost(
+        generation_id=generation.pk, attempt=1, reason="no heartbeat from worker w9 for 41 s"
+    )
+    room_html = instructor_client.get(reverse("instructor-room", args=[open_round.pk])).content.decode()
+    card_html = owner_client.get(reverse("round", args=[open_round.pk])).content.decode()
+    assert "no heartbeat from worker w9 for 41 s" in room_html
+    assert attempts.REQUEUED_MESSAGE in card_html and "w9" not in card_html
+
+
 def test_it_counts_each_filmmakers_jobs(owner, other, open_round, template) -> None:
     submit(owner, open_round, template)
     finish(submit(owner, open_round, template), circled=True)

@@ -36,6 +36,17 @@ def test_it_puts_instructor_priority_first() -> None:
     assert [p.id for p in order(pending, {9: 4}, {})] == [3, 1, 2]
 
 
+def test_it_puts_a_requeued_job_before_every_other_of_its_priority() -> None:
+    # Owner 1 lost a job mid-render and has another in flight; owner 2 waits for a first one.
+    pending = [job(1, 2), job(2, 1, requeued=True), job(3, 9, priority=True)]
+    assert [p.id for p in order(pending, {1: 1}, {(1, 1): 3})] == [3, 2, 1]
+
+
+def test_it_keeps_a_requeued_job_behind_instructor_priority() -> None:
+    pending = [job(1, 1, requeued=True), job(2, 9, priority=True, at=99)]
+    assert [p.id for p in order(pending, {}, {})] == [2, 1]
+
+
 def test_it_prefers_the_owner_with_fewer_in_flight() -> None:
     pending = [job(1, 1), job(2, 2)]
     assert [p.id for p in order(pending, {1: 2, 2: 1}, {})] == [2, 1]

@@ -161,8 +161,8 @@ DISPATCH_DEBOUNCE_MS = envint("DISPATCH_DEBOUNCE_MS", 150)
 BURST_WINDOW_SECONDS = envint("BURST_WINDOW_SECONDS", 120)
 # Jobs waiting in an RQ queue beyond what idle workers can start now.
 DISPATCH_PREFETCH = envint("DISPATCH_PREFETCH", 1)
-# A conductor that stops renewing its lock this long is replaced by a standby.
-CONDUCTOR_LEADER_TTL = envint("CONDUCTOR_LEADER_TTL", 10)
+# A conductor that stops renewing its lease this long is replaced by a standby (it renews 4 times as often).
+CONDUCTOR_LEADER_TTL = envint("CONDUCTOR_LEADER_TTL", 2)
 # Autoscaling: every filmmaker's next take within this wait, within these bounds; a lower target
 # is published only after it held this long.
 TARGET_WAIT_SECONDS = envint("TARGET_WAIT_SECONDS", 600)

@@ -26,6 +26,7 @@ class WorkerInfo:
     gpu: str = ""
     vram_gb: float | None = None
     templates: str = ""
+    delivered: str = ""  # RQ job id of the last attempt it finished and delivered (see protocol)
 
     def age(self, now: float | None = None) -> float:
         return (now or time.time()) - self.ts
@@ -50,6 +51,7 @@ def _decode(raw: dict[bytes, bytes]) -> WorkerInfo | None:
             gpu=f.get("gpu", ""),
             vram_gb=float(f["vram_gb"]) if f.get("vram_gb") else None,
             templates=f.get("templates", ""),
+            delivered=f.get("delivered", ""),
         )
     except (KeyError, ValueError):
         return None

@@ -32,8 +32,11 @@ def wake(conn: redis.Redis | None = None) -> None:
         log.warning("could not wake the conductor", exc_info=True)
 
 
-def signal_cancel(generation_id: int, attempt: int, conn: redis.Redis | None = None) -> None:
-    """Tell whichever worker runs this attempt to stop (it polls the key; the message is a nudge)."""
+def signal_cancel(
+    generation_id: int, attempt: int, conn: redis.Redis | None = None, *, why: str = protocol.CANCEL_CANCELLED
+) -> None:
+    """Tell whichever worker runs this attempt to stop (it polls the key; the message is a nudge).
+    `why` (protocol.CANCEL_LOST or CANCEL_CANCELLED) lets the worker tell RQ how the job ended."""
     conn = conn or connection()
-    conn.set(protocol.cancel_key(generation_id, attempt), "1", ex=protocol.CANCEL_TTL_S)
+    conn.set(protocol.cancel_key(generation_id, attempt), why, ex=protocol.CANCEL_TTL_S)
     conn.publish(protocol.CANCEL_CHANNEL, json.dumps({"generation_id": generation_id, "attempt": attempt}))

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
+from generations.broker.jobs import job_retire
 from generations.broker.messages import signal_cancel, wake
 from generations.dispatch.uploads import upload_url
 from generations.live import groups
@@ -28,12 +29,21 @@ log = logging.getLogger(__name__)
 
 S = Generation.Status
 
+# What a filmmaker reads on a card queued again by the system: one calm sentence. Why it happened
+# goes to error_detail, for the admin and the live room.
+REQUEUED_MESSAGE = "A GPU dropped out; your shot is queued again, it goes first."
+
 
 def generation_dispatch(*, generation: Generation) -> bool:
     """queued → dispatched with a new attempt. False when someone else got there first."""
     now = timezone.now()
     n = Generation.objects.filter(pk=generation.pk, status=S.QUEUED, attempt=generation.attempt).update(
-        status=S.DISPATCHED, attempt=F("attempt") + 1, dispatched_at=now, progress=0, progress_message=""
+        status=S.DISPATCHED,
+        attempt=F("attempt") + 1,
+        dispatched_at=now,
+        progress=0,
+        progress_message="",
+        requeued=False,
     )
     if n != 1:
         return False
@@ -70,7 +80,13 @@ def attempt_lost(*, generation_id: int, attempt: int, reason: str) -> Generation
     if g is None:
         return None
     if attempt < settings.MAX_ATTEMPTS:
-        changes: dict[str, Any] = {"status": S.QUEUED, "progress": 0, "progress_message": reason[:200]}
+        changes: dict[str, Any] = {
+            "status": S.QUEUED,
+            "progress": 0,
+            "progress_message": REQUEUED_MESSAGE,
+            "requeued": True,
+            "error_detail": f"Attempt {attempt} lost: {reason}",
+        }
     else:
         changes = {
             "status": S.FAILED,
@@ -89,7 +105,8 @@ def attempt_lost(*, generation_id: int, attempt: int, reason: str) -> Generation
         takes_discard(Take.objects.filter(generation=g))
         groups.generation_changed(owner_id=g.owner_id, generation_id=g.pk, queue=True)
     try:
-        signal_cancel(g.pk, attempt)
+        signal_cancel(g.pk, attempt, why=protocol.CANCEL_LOST)
+        job_retire(g.pk, attempt, why=f"lost: {reason}", cancelled=False)
     except redis.RedisError:
         pass
     log.warning("generation %s attempt %s lost: %s", g.pk, attempt, reason)
@@ -169,7 +186,11 @@ def _failed(live: Any, event: dict[str, Any], attempt: int) -> int:
     if retriable and attempt < settings.MAX_ATTEMPTS:
         # A system failure (the GPU ran out of memory, ComfyUI died...): try another attempt.
         n = live.update(
-            status=S.QUEUED, progress=0, progress_message=f"Retrying: {message}"[:200], error_detail=detail
+            status=S.QUEUED,
+            progress=0,
+            progress_message=REQUEUED_MESSAGE,
+            requeued=True,
+            error_detail=f"Attempt {attempt} failed: {message}\n{detail}"[:20000],
         )
         if n == 1:
             transaction.on_commit(wake)

@@ -4,12 +4,13 @@ Each pass it (1) dispatches queued generations in the order of the dispatch poli
 more than the idle workers of each queue can start now (plus a prefetch), (2) reads worker
 events from the Redis Stream through a consumer group, applies each to the database and
 acknowledges it only once applied, then tells the live pages, and (3) every few seconds
-reconciles: an attempt whose worker stopped heartbeating, whose RQ job vanished (Redis
-lost its data) or failed with the work-horse, is dispatched again.
+reconciles (`reconcile.py`): an attempt whose worker fell silent, whose work-horse died, or
+whose job vanished before any worker took it, is dispatched again; one that a live worker
+still claims is kept, and its RQ record rebuilt if Redis lost it.
 
 Killing it loses nothing: unacknowledged events stay pending in the group, queued
-generations stay queued in the database. Two may run: a Redis lock lets one lead, and
-the other takes over within seconds when the leader dies.
+generations stay queued in the database. Two may run: a short lease (`leader.py`) lets one
+lead, and the other takes over about two seconds after the leader dies.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
-from redis.exceptions import LockError
-from rq.job import JobStatus
 
 from generations.broker import heartbeats, jobs
 from generations.broker.connection import connection as default_connection
 from generations.broker.messages import WAKE
 from generations.broker.previews import preview_store
 from generations.dispatch import attempts
+from generations.dispatch.leader import LEADER_KEY, LeaderLease
+from generations.dispatch.reconcile import DELIVERED, VANISHED, Reconciler
 from generations.domain.policy import plan
 from generations.fleet.autoscale import Autoscaler
 from generations.fleet.workers import sync as fleet_sync
@@ -47,8 +48,13 @@ log = logging.getLogger(__name__)
 
 S = Generation.Status
 GROUP = "conductor"
-LEADER_KEY = "workshop:conductor:leader"
-RQ_GONE = (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED)
+__all__ = ["GROUP", "LEADER_KEY", "Conductor", "LeadershipLost"]
+# How often a standby looks whether the leader's lease lapsed.
+STANDBY_POLL_S = 0.2
+
+
+class LeadershipLost(Exception):
+    """The lease lapsed mid-pass: stop acting; the new leader replays what was left unacknowledged."""
 
 
 class Conductor:
@@ -66,8 +72,11 @@ class Conductor:
         self.consumer = consumer
         self.reconcile_every = reconcile_every
         self.identity = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self._lock = self.redis.lock(LEADER_KEY, timeout=settings.CONDUCTOR_LEADER_TTL, thread_local=False)
-        self._suspects: dict[tuple[int, int], tuple[float, str]] = {}
+        self.lease = LeaderLease(self.redis, identity=self.identity, ttl=settings.CONDUCTOR_LEADER_TTL)
+        # Once it has stood for election it acts only while it holds the lease; driven step by step
+        # by a caller that never asked to lead (a script, a test), it acts when told to.
+        self._elected = False
+        self.reconciler = Reconciler(self.redis)
         self._last_reconcile = 0.0
         self._queued_signature: tuple[int, ...] = ()
         self._woken_at: float | None = None
@@ -85,21 +94,22 @@ class Conductor:
                 raise
 
     def lead(self) -> bool:
-        """Hold (or take) the leader lock; False while another conductor holds it."""
-        try:
-            if self._lock.owned():
-                self._lock.reacquire()
-                return True
-        except LockError:
-            pass
-        return bool(self._lock.acquire(blocking=False))
+        """Hold (or take) the leader lease; False while another conductor holds it."""
+        self._elected = True
+        return self.lease.acquire()
 
     def resign(self) -> None:
-        try:
-            if self._lock.owned():
-                self._lock.release()
-        except (LockError, redis.RedisError):
-            pass
+        self.lease.release()
+
+    def acting(self, *, verify: bool = False) -> bool:
+        """May this conductor act now? `verify` asks Redis too (before an irreversible step)."""
+        if not self._elected:
+            return True
+        return self.lease.verify() if verify else self.lease.held()
+
+    def _fence(self, *, verify: bool = False) -> None:
+        if not self.acting(verify=verify):
+            raise LeadershipLost()
 
     # --- dispatch -----------------------------------------------------------------------
 
@@ -150,19 +160,11 @@ class Conductor:
 
     def _send(self, generation: Generation) -> bool:
         """Dispatch one generation: a new attempt in the database, then its job in RQ."""
+        self._fence(verify=True)
         if not attempts.generation_dispatch(generation=generation):
             return False
         try:
-            jobs.queue(generation.template.queue, self.redis).enqueue(
-                protocol.JOB_FUNCTION,
-                kwargs=attempts.job_kwargs(generation=generation),
-                job_id=protocol.job_id(generation.pk, generation.attempt),
-                # RQ's own limit is a backstop behind the worker's per-template timeout.
-                job_timeout=max(settings.GENERATION_JOB_TIMEOUT, generation.template.timeout_seconds + 120),
-                result_ttl=3600,
-                failure_ttl=24 * 3600,
-                description=f"generation {generation.pk} attempt {generation.attempt}",
-            )
+            self._enqueue(generation)
         except redis.RedisError:
             log.exception("enqueue of generation %s failed; back to queued", generation.pk)
             attempts.generation_requeue(
@@ -171,6 +173,14 @@ class Conductor:
             raise
         log.info("dispatched generation %s attempt %s", generation.pk, generation.attempt)
         return True
+
+    def _enqueue(self, generation: Generation) -> None:
+        jobs.queue(generation.template.queue, self.redis).enqueue(
+            protocol.JOB_FUNCTION,
+            kwargs=attempts.job_kwargs(generation=generation),
+            job_id=protocol.job_id(generation.pk, generation.attempt),
+            **job_options(generation),
+        )
 
     # --- events -------------------------------------------------------------------------
 
@@ -211,6 +221,7 @@ class Conductor:
             self._keep_preview(entry_id, event)
             return
         if event.get("type") != WAKE:
+            self._fence()  # a deposed leader leaves the event pending for the new one
             attempts.event_apply(event)  # it tells the pages itself
         # Acknowledge only after the database has it: a crash before this line replays the event.
         self.redis.xack(self.stream, GROUP, entry_id)
@@ -235,50 +246,58 @@ class Conductor:
     # --- reconcile ----------------------------------------------------------------------
 
     def reconcile_once(self, *, now: float | None = None) -> int:
-        """Re-dispatch attempts that are lost. A condition must hold for LOST_GRACE_SECONDS
-        (events already in the stream get applied first). Returns how many were re-dispatched."""
+        """Re-dispatch attempts that are lost (see reconcile.py) and rebuild the RQ record of those a
+        live worker still runs. Returns how many were re-dispatched."""
         now = time.time() if now is None else now
-        alive = {w.name: w for w in heartbeats.workers(self.redis)}
-        seen: set[tuple[int, int]] = set()
-        lost = 0
-        for g in Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related("template"):
-            reason = self._why_lost(g, alive)
-            key = (g.pk, g.attempt)
-            if reason is None:
+        try:
+            lost, adopt = self.reconciler.judge(now=now)
+            for g, worker in adopt:
+                self._fence()
+                self._adopt(g, worker)
+        except (redis.RedisError, DatabaseError):
+            # Whatever was suspected is stale now: the grace periods start again.
+            self.reconciler.failed()
+            raise
+        n = 0
+        for verdict in lost:
+            g = verdict.generation
+            self._fence(verify=True)
+            self.reconciler.forget(g.pk, g.attempt)
+            if verdict.kind == DELIVERED:
+                log.warning("generation %s attempt %s: %s", g.pk, g.attempt, verdict.reason)
+                attempts.event_apply(
+                    {
+                        "type": protocol.SUCCEEDED,
+                        "generation_id": g.pk,
+                        "attempt": g.attempt,
+                        "worker": g.worker,
+                    }
+                )
                 continue
-            seen.add(key)
-            first, _ = self._suspects.setdefault(key, (now, reason))
-            if now - first >= settings.LOST_GRACE_SECONDS:
-                del self._suspects[key]
-                if attempts.attempt_lost(generation_id=g.pk, attempt=g.attempt, reason=reason):
-                    lost += 1
-        for key in set(self._suspects) - seen:
-            del self._suspects[key]
-        return lost
+            if verdict.kind == VANISHED:
+                # Nothing ran: the same attempt goes back into RQ (its card and attempts unchanged).
+                log.warning("generation %s attempt %s: %s; enqueued again", g.pk, g.attempt, verdict.reason)
+                self._enqueue(g)
+                continue
+            if attempts.attempt_lost(generation_id=g.pk, attempt=g.attempt, reason=verdict.reason):
+                n += 1
+        return n
 
-    def _why_lost(self, g: Generation, alive: dict[str, heartbeats.WorkerInfo]) -> str | None:
-        status = jobs.job_status(g.pk, g.attempt, self.redis)
-        if status is None:
-            return "its job vanished from the queue (Redis lost its data?)"
-        if status in RQ_GONE:
-            return f"RQ reports its job {status.value} (the worker process died?)"
-        if (
-            status == JobStatus.QUEUED
-            and jobs.queue(g.template.queue, self.redis).get_job_position(protocol.job_id(g.pk, g.attempt))
-            is None
-        ):
-            # Taken off the queue by a worker that died before starting it (RQ parks it in an
-            # intermediate list that only another worker's maintenance pass clears, minutes later).
-            return "a worker took its job and died before starting it"
-        claimed = any(w.generation_id == g.pk and w.attempt == g.attempt for w in alive.values())
-        if g.status == S.RUNNING and not claimed:
-            worker = alive.get(g.worker)
-            if worker is None:
-                return f"no heartbeat from worker {g.worker or '?'} for {settings.WORKER_LOST_AFTER} s"
-            return f"worker {g.worker} is no longer running it"
-        if g.status == S.DISPATCHED and status == JobStatus.STARTED and not claimed:
-            return "the worker that took it stopped heartbeating"
-        return None
+    def _adopt(self, g: Generation, worker: str) -> None:
+        log.warning(
+            "generation %s attempt %s: RQ lost its job, worker %s still runs it; rebuilding the record",
+            g.pk,
+            g.attempt,
+            worker,
+        )
+        jobs.job_adopt(
+            g.template.queue,
+            g.pk,
+            g.attempt,
+            kwargs=attempts.job_kwargs(generation=g),
+            options=job_options(g),
+            conn=self.redis,
+        )
 
     # --- loop ---------------------------------------------------------------------------
 
@@ -309,14 +328,19 @@ class Conductor:
                 try:
                     if not self.lead():
                         if leading:
-                            log.warning("lost the leader lock")
+                            log.warning("conductor %s no longer leads", self.identity)
                         leading = False
-                        stop.wait(1.0)
+                        stop.wait(STANDBY_POLL_S)
                         continue
                     if not leading:
                         log.info("conductor %s leads", self.identity)
                         leading = True
+                        # What it suspected before (in an earlier term) was not watched since.
+                        self.reconciler.suspects.clear()
                     self.step(block_ms=block_ms)
+                except LeadershipLost:
+                    log.warning("conductor %s lost its lease mid-pass; standing by", self.identity)
+                    leading = False
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     log.warning("redis unavailable (%s); retrying", exc)
                     stop.wait(1.0)
@@ -326,3 +350,16 @@ class Conductor:
                     stop.wait(1.0)
         finally:
             self.resign()
+
+
+def job_options(generation: Generation) -> dict[str, Any]:
+    """How RQ keeps an attempt's job (its enqueue, and its record rebuilt after Redis lost it)."""
+    return {
+        # RQ's own limit is a backstop behind the worker's per-template timeout, plus the time a worker
+        # may keep trying to deliver a finished render to a web app that is down.
+        "job_timeout": max(settings.GENERATION_JOB_TIMEOUT, generation.template.timeout_seconds + 120)
+        + protocol.DELIVERY_PATIENCE_S,
+        "result_ttl": 3600,
+        "failure_ttl": 24 * 3600,
+        "description": f"generation {generation.pk} attempt {generation.attempt}",
+    }

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 InFlight = Mapping[int, int]
 # (round_id, owner_id) -> generations that succeeded in that round.
 Finished = Mapping[tuple[int, int], int]
-# (not priority, owner's in-flight count, finished in the round, submitted_at, id, owner_id)
-_Key = tuple[bool, int, int, float, int, int]
+# (not priority, not requeued, owner's in-flight count, finished in the round, submitted_at, id, owner_id)
+_Key = tuple[bool, bool, int, int, float, int, int]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class Pending:
     queue: str
     priority: bool  # instructor priority: before everyone else
     submitted_at: float  # epoch seconds
+    # Lost or failed by the system mid-run and queued again: it already waited its turn, so it goes
+    # before every other job of its priority.
+    requeued: bool = False
 
 
 # round_id -> the most generations one filmmaker of that round may have in flight (a burst window).
@@ -38,10 +41,11 @@ def order(
 ) -> list[Pending]:
     """The full dispatch order of `pending`, all queues mixed (callers filter by queue).
 
-    Greedy: repeatedly take the best remaining job by (not priority, owner's in-flight count, owner's
-    finished count in that job's round, submitted_at, id), then count it as in flight for its owner before
-    choosing the next, so that in a burst everyone's first job comes before anyone's second. Under
-    `caps`, a filmmaker's jobs beyond their round's cap are held: they are left out.
+    Greedy: repeatedly take the best remaining job by (not priority, not requeued, owner's in-flight
+    count, owner's finished count in that job's round, submitted_at, id), then count it as in flight
+    for its owner before choosing the next, so that in a burst everyone's first job comes before
+    anyone's second. Under `caps`, a filmmaker's jobs beyond their round's cap are held: they are left
+    out.
     """
     return list(_greedy(pending, in_flight, finished, caps or {}))
 
@@ -128,7 +132,7 @@ def _greedy(
     def key(job: Pending, count: int) -> _Key:
         done = finished.get((job.round_id, job.owner_id), 0)
         # job.id is unique, so the trailing owner_id is never compared: it only rides along.
-        return (not job.priority, count, done, job.submitted_at, job.id, job.owner_id)
+        return (not job.priority, not job.requeued, count, done, job.submitted_at, job.id, job.owner_id)
 
     by_owner: dict[int, list[Pending]] = {}
     for job in pending:

@@ -51,7 +51,9 @@ class LocalFleet:
         elif len(active) > target:
             states = {w.name: w.state for w in workers(conn)}
             # Idle (or not yet warm) ones first: a busy one would make someone wait for a redo.
-            surplus = sorted(active, key=lambda n: states.get(n) == "busy")[: len(active) - target]
+            surplus = sorted(active, key=lambda n: states.get(n) in ("busy", "delivering"))[
+                : len(active) - target
+            ]
             for name in surplus:
                 self.procs[name].send_signal(signal.SIGTERM)
                 self.draining.add(name)

@@ -52,7 +52,7 @@ class WorkshopCollector(Collector):
             value=Generation.objects.filter(status=S.RUNNING).count(),
         )
         by_state = GaugeMetricFamily("workshop_workers", "Live GPU workers by state", labels=["state"])
-        states: dict[str, int] = {"warming": 0, "idle": 0, "busy": 0, "draining": 0}
+        states: dict[str, int] = {"warming": 0, "idle": 0, "busy": 0, "delivering": 0, "draining": 0}
         for w in workers(conn):
             states[w.state] = states.get(w.state, 0) + 1
         for state, n in states.items():

@@ -43,7 +43,7 @@ def sync(conn: redis.Redis) -> list[WorkerInfo]:
         online = gap if gap <= gap_limit else 0.0  # a longer silence was time offline
         Worker.objects.filter(pk=row.pk).update(
             online_seconds=row.online_seconds + online,
-            busy_seconds=row.busy_seconds + (online if w.state == "busy" else 0.0),
+            busy_seconds=row.busy_seconds + (online if w.state in ("busy", "delivering") else 0.0),
             **fields,
         )
     names = [w.name for w in alive]

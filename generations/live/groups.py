@@ -6,7 +6,10 @@ Messages carry ids only: the consumers re-read the database and render."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 ROOM_GROUP = "instructor-room"
 ANNOUNCEMENTS_GROUP = "announcements"
 SCREEN_GROUP = "screen"
+
+# A send that fails is tried again: at once (a dead pooled connection), then while Redis restarts.
+SEND_RETRY_DELAYS_S = (0.0, 0.5, 1.0)
+SEND_TRIES = len(SEND_RETRY_DELAYS_S) + 1
 
 
 def user_group(user_id: int) -> str:
@@ -97,8 +104,40 @@ def _send_now(group: str, message: dict[str, Any]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    for retry in range(SEND_TRIES):
+        try:
+            _group_send(layer, group, message)
+            return
+        except Exception as exc:
+            if retry + 1 < SEND_TRIES:
+                # After a Redis restart the layer's pooled connection is dead: the first use fails and
+                # drops it, and the next goes out on a fresh one. Not losing this push matters: a page
+                # shows the truth only on the push after.
+                log.info("send of %s to %s failed (%s); trying again", message.get("type"), group, exc)
+                time.sleep(SEND_RETRY_DELAYS_S[retry])
+                continue
+            # Live updates are best effort; the database already holds the truth.
+            log.exception("could not send %s to %s", message.get("type"), group)
+
+
+def _group_send(layer: Any, group: str, message: dict[str, Any]) -> None:
     try:
+        asyncio.get_running_loop()
+    except RuntimeError:
         async_to_sync(layer.group_send)(group, message)
-    except Exception:
-        # Live updates are best effort; the database already holds the truth.
-        log.exception("could not send %s to %s", message.get("type"), group)
+        return
+    # Called on a thread that runs an event loop of its own (a script or test driving Playwright's
+    # sync API, say): async_to_sync refuses to block it, so the send runs on a thread of its own.
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            async_to_sync(layer.group_send)(group, message)
+        except BaseException as exc:  # handed back to the caller's retry
+            failed.append(exc)
+
+    thread = threading.Thread(target=send, name="live-send")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]

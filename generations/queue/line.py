@@ -18,6 +18,7 @@ def pending_of(generations: list[Generation]) -> list[Pending]:
             queue=g.template.queue,
             priority=g.priority,
             submitted_at=g.created_at.timestamp(),
+            requeued=g.requeued,
         )
         for g in generations
     ]

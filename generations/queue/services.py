@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from generations.authoring.params import parse_spec, resolve_workflow
-from generations.broker.jobs import remove_job
+from generations.broker.jobs import job_retire, remove_job
 from generations.broker.messages import signal_cancel, wake
 from generations.live import groups
 from generations.models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
@@ -136,6 +136,9 @@ def generation_cancel(*, generation: Generation) -> bool:
             signal_cancel(current.pk, attempt)
             if previous == S.DISPATCHED:
                 remove_job(current.template.queue, current.pk, attempt)
+            else:
+                # RQ's dashboard shows it canceled, not started (the worker's end of it agrees).
+                job_retire(current.pk, attempt, why="cancelled", cancelled=True)
         except redis.RedisError:
             # The worker's upload is refused and its events ignored all the same.
             log.warning("could not signal the cancel of generation %s", current.pk, exc_info=True)

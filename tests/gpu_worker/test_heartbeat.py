@@ -9,6 +9,7 @@ from redis import Redis
 
 from gpu_worker import protocol
 from gpu_worker.heartbeat import Heartbeat, gpu_info, identity, parse_job_id
+from tests.live import wait_for
 
 from .conftest import ROOT
 
@@ -85,3 +86,15 @@ def test_it_names_no_gpu_it_cannot_ask_about(monkeypatch: pytest.MonkeyPatch) ->
 @pytest.mark.skipif(sys.platform != "linux", reason="device files are how Linux shows a driver")
 def test_it_knows_there_is_no_gpu_without_a_driver() -> None:
     assert gpu_info(python="/nonexistent/python", device_files=[]) == {"gpu": "cpu", "vram_gb": ""}
+
+
+def test_it_beats_at_once_when_kicked(redis_conn) -> None:
+    job: list[str | None] = [None]
+    beat = Heartbeat(redis_conn, name="w3", queues=["video"], probe=lambda: ("busy", job[0]), interval=3600)
+    beat.start()
+    try:
+        job[0] = protocol.job_id(7, 1)  # the worker took a job: the conductor must not wait an interval
+        beat.kick()
+        wait_for(lambda: redis_conn.hget(protocol.worker_key("w3"), "generation_id") == b"7", timeout=10)
+    finally:
+        beat.stop()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from gpu_worker import protocol, upload
-from gpu_worker.backends import JobError
+from gpu_worker.backends import JobCancelled, JobError
 from gpu_worker.upload import upload_file
 
 if TYPE_CHECKING:
@@ -80,3 +80,60 @@ def test_it_refuses_a_filename_with_a_path(upload_server: UploadServer, video: P
     with pytest.raises(ValueError, match="plain file name"):
         upload_file(upload_server.url(), video, "../v.mp4", "video/mp4", "gpu-a")
     assert upload_server.uploads == []
+
+
+def test_it_keeps_a_finished_render_until_the_web_app_is_back(
+    upload_server: UploadServer, video: Path
+) -> None:
+    upload_server.statuses[:] = [502, 503, 503, 503, 503, 503]  # a web app restarting
+    problems: list[str] = []
+    upload_file(
+        upload_server.url(), video, "v.mp4", "video/mp4", "gpu-a", backoff=0.01, on_retry=problems.append
+    )
+    assert len(upload_server.uploads) == 7 and len(problems) == 6
+    assert upload_server.uploads[-1].body == video.read_bytes()
+
+
+def test_it_caps_the_backoff_between_tries(monkeypatch, closed_port: int, video: Path) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(upload, "_wait", lambda seconds, should_stop: slept.append(seconds))
+    with pytest.raises(JobError):
+        upload_file(f"http://127.0.0.1:{closed_port}/u/", video, "v.mp4", "video/mp4", "gpu-a", attempts=9)
+    assert slept == [0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+
+
+def test_it_tries_for_minutes_by_default() -> None:
+    assert protocol.DELIVERY_PATIENCE_S >= 5 * 60
+
+
+def test_it_gives_up_once_its_patience_runs_out(video: Path, closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/u/"
+    with pytest.raises(JobError) as caught:
+        upload_file(url, video, "v.mp4", "video/mp4", "gpu-a", backoff=0.05, patience=0.3)
+    assert caught.value.retriable is True
+
+
+def test_it_stops_trying_once_the_attempt_is_cancelled(video: Path, closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/u/"
+    tries: list[str] = []
+    with pytest.raises(JobCancelled):
+        upload_file(
+            url,
+            video,
+            "v.mp4",
+            "video/mp4",
+            "gpu-a",
+            backoff=0.01,
+            on_retry=tries.append,
+            should_stop=lambda: len(tries) >= 3,
+        )
+    assert len(tries) == 3
+
+
+def test_it_gives_up_at_once_when_the_attempt_no_longer_accepts_uploads(
+    upload_server: UploadServer, video: Path
+) -> None:
+    upload_server.statuses[:] = [409]
+    with pytest.raises(JobError) as caught:
+        upload_file(upload_server.url(), video, "v.mp4", "video/mp4", "gpu-a", backoff=0)
+    assert caught.value.retriable is False and len(upload_server.uploads) == 1
