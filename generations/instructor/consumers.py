@@ -7,15 +7,14 @@ import asyncio
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from generations.instructor.room import room_state
 from generations.instructor.spotlight import spotlight_current
 from generations.instructor.workshop import workshop_current
 from generations.live import groups
+from generations.live.threads import on_a_thread
 from generations.models import Round
 
 ROOM = "generations/instructor/room.html"
@@ -42,7 +41,8 @@ def render_room(round_id: int) -> str | None:
 class RoomConsumer(AsyncWebsocketConsumer):
     """The live room. It hears of every generation (the conductor's pushes fan out to the room
     group), of the round's state and of the spotlight, and re-renders the whole room from the
-    database, at most every DEBOUNCE seconds. Heartbeats are not pushed, so it also re-renders
+    database (a constant number of queries), at most every DEBOUNCE seconds, and sends it only when
+    it reads differently from what it sent last. Heartbeats are not pushed, so it also re-renders
     every TICK seconds for the workers' ages and the running spend."""
 
     DEBOUNCE = 0.3
@@ -53,13 +53,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=code)
             return
         self.round_id = int(self.scope["url_route"]["kwargs"]["round_id"])
-        html = await database_sync_to_async(render_room)(self.round_id)
+        html = await on_a_thread(render_room)(self.round_id)
         if html is None:
             await self.close(code=4404)
             return
+        self.sent = html
         self.groups_joined = [groups.ROOM_GROUP, groups.round_group(self.round_id), groups.SCREEN_GROUP]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        await asyncio.gather(
+            *(self.channel_layer.group_add(g, self.channel_name) for g in self.groups_joined)
+        )
         self.pending: asyncio.Task[None] | None = None
         await self.accept()
         await self.send(text_data=html)
@@ -69,8 +71,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         for task in (getattr(self, "ticker", None), getattr(self, "pending", None)):
             if task is not None:
                 task.cancel()
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        joined = getattr(self, "groups_joined", [])
+        await asyncio.gather(*(self.channel_layer.group_discard(g, self.channel_name) for g in joined))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on."""
@@ -98,34 +100,39 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _push(self) -> None:
         try:
-            html = await database_sync_to_async(render_room)(self.round_id)
+            html = await on_a_thread(render_room)(self.round_id)
         except Exception:
             # The next change or tick tries again; a failed render must not end the ticking.
             log.exception("could not render the live room of round %s", self.round_id)
             return
-        if html is not None:
+        if html is not None and html != self.sent:
+            self.sent = html
             await self.send(text_data=html)
 
 
-class ScreenConsumer(WebsocketConsumer):
+class ScreenConsumer(AsyncWebsocketConsumer):
     """The projector: shows the spotlight, and switches when the instructor picks another."""
 
-    def connect(self) -> None:
+    async def connect(self) -> None:
         if code := _refusal(self.scope):
-            self.close(code=code)
+            await self.close(code=code)
             return
-        async_to_sync(self.channel_layer.group_add)(groups.SCREEN_GROUP, self.channel_name)
+        await self.channel_layer.group_add(groups.SCREEN_GROUP, self.channel_name)
         self.joined = True
-        self.accept()
-        self.spotlight_changed({})
+        await self.accept()
+        await self.spotlight_changed({})
 
-    def disconnect(self, code: int) -> None:
+    async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):
-            async_to_sync(self.channel_layer.group_discard)(groups.SCREEN_GROUP, self.channel_name)
+            await self.channel_layer.group_discard(groups.SCREEN_GROUP, self.channel_name)
 
-    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on."""
 
-    def spotlight_changed(self, event: dict[str, Any]) -> None:
-        context = {"spotlight": spotlight_current(), "workshop": workshop_current()}
-        self.send(text_data=render_to_string(f"{SCREEN}#stage", context))
+    async def spotlight_changed(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=await on_a_thread(render_stage)())
+
+
+def render_stage() -> str:
+    context = {"spotlight": spotlight_current(), "workshop": workshop_current()}
+    return render_to_string(f"{SCREEN}#stage", context)

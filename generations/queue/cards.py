@@ -5,21 +5,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import redis
+
 from accounts.models import User
 from generations.broker.connection import connection
 from generations.broker.previews import previews
 from generations.models import Generation, Round
-from generations.queue import eta
 from generations.queue.quota import quota_for
 from generations.queue.selectors import generations_of
+from generations.queue.snapshot import line_estimates
 
 
 def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
     """Attach `estimate` (position and ETA, or None) to each generation for its job card, and
     `preview_ts` to running ones that have a preview frame."""
     items = list(generations)
-    queued = [g for g in items if g.status == Generation.Status.QUEUED]
-    found = eta.estimates(connection(), queued=queued) if queued else {}
+    queued = [g.pk for g in items if g.status == Generation.Status.QUEUED]
+    # The line as last published for the whole queue: no per-card (or per-socket) recomputation.
+    try:
+        found = line_estimates(connection(), queued) if queued else {}
+    except redis.RedisError:
+        found = {}  # the cards say "waiting for a GPU" until Redis answers again
     for g in items:
         g.estimate = found.get(g.pk)  # type: ignore[attr-defined]
     return with_previews(items)

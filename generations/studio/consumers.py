@@ -1,103 +1,162 @@
-"""Live pages. The consumer checks access on connect, sends the current state, and on
-every notification re-reads the database and sends full fragments (never deltas)."""
+"""Live pages. The consumer checks access on connect, sends the current state, and on every
+notification re-reads the database and sends full fragments (never deltas).
+
+Asynchronous: its database reads and renders run on a worker thread of their own
+(live.threads.on_a_thread), never on the event loop and never on the one
+thread that synchronous views share, so a slow socket holds up no other. Each render reads a
+constant number of rows whatever the queue's length (positions and ETAs come from the line the
+conductor published). Notifications that arrive while a render runs are merged into the next one:
+a burst costs each socket a render or two, not one per message."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.generic.websocket import WebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 from django.template.loader import render_to_string
 
+from accounts.models import User
 from generations.instructor.announcements import announcements_active
 from generations.instructor.briefs import brief_images
 from generations.live import groups
-from generations.queue.access import generation_for_user, round_for_user
+from generations.live.threads import on_a_thread
+from generations.models import Generation, Round
+from generations.queue.access import round_for_user, with_takes
 from generations.queue.cards import queue_context, with_previews
 from generations.queue.selectors import takes_of
 
 PAGE = "generations/round.html"
+log = logging.getLogger(__name__)
 
 
-class RoundConsumer(WebsocketConsumer):
+@dataclass
+class Wanted:
+    """What the next push re-renders."""
+
+    head: bool = False  # the round's state and brief (re-read)
+    banner: bool = False  # the announcements
+    queue: bool = False  # the whole "my queue": cards, positions, ETAs, quota
+    takes: bool = False
+    cards: set[int] = field(default_factory=set)  # single cards (re-rendered alone unless `queue`)
+
+    def __bool__(self) -> bool:
+        return self.head or self.banner or self.queue or self.takes or bool(self.cards)
+
+
+class RoundConsumer(AsyncWebsocketConsumer):
     """One filmmaker's view of one round: their queue and their takes, the round's state (it
     follows the instructor's open/pause/close) and the announcements."""
 
-    def connect(self) -> None:
+    async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            self.close(code=4401)
+            await self.close(code=4401)
             return
         try:
-            self.round = round_for_user(user, int(self.scope["url_route"]["kwargs"]["round_id"]))
+            rnd = await on_a_thread(round_for_user)(user, int(self.scope["url_route"]["kwargs"]["round_id"]))
         except Http404:
-            self.close(code=4404)
+            await self.close(code=4404)
             return
-        self.user = user
+        self.user: User = user
+        self.round: Round = rnd
+        self.wanted = Wanted()
+        self.pushing: asyncio.Task[None] | None = None
         self.groups_joined = [
             groups.user_group(user.pk),
-            groups.round_group(self.round.pk),
+            groups.round_group(rnd.pk),
             groups.ANNOUNCEMENTS_GROUP,
         ]
-        for group in self.groups_joined:
-            async_to_sync(self.channel_layer.group_add)(group, self.channel_name)
-        self.accept()
+        await asyncio.gather(
+            *(self.channel_layer.group_add(g, self.channel_name) for g in self.groups_joined)
+        )
+        await self.accept()
         # A reconnect may have missed messages: send everything as it is now.
-        self.send_state(queue=True, takes=True, head=True)
+        self._want(head=True, banner=True, queue=True, takes=True)
 
-    def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
-            async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+    async def disconnect(self, code: int) -> None:
+        if (task := getattr(self, "pushing", None)) is not None:
+            task.cancel()
+        joined = getattr(self, "groups_joined", [])
+        await asyncio.gather(*(self.channel_layer.group_discard(g, self.channel_name) for g in joined))
 
-    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on; ignore it."""
 
-    def generation_changed(self, event: dict[str, Any]) -> None:
-        if event.get("queue") and not event.get("id"):
-            self.send_state(queue=True, takes=False)  # positions and ETAs moved
-            return
-        try:
-            generation = generation_for_user(self.user, int(event["id"]))
-        except Http404:
-            return
-        if generation.round_id != self.round.pk or generation.owner_id != self.user.pk:
-            return
-        if event.get("queue"):
-            self.send_state(queue=True, takes=not generation.is_active)
-            return
-        html = render_to_string(f"{PAGE}#job-card", {"g": with_previews([generation])[0]})
-        if not generation.is_active:
-            html += self._takes_html()
-        self.send(text_data=html)
+    # --- What the groups say ----------------------------------------------------------------
 
-    def round_changed(self, event: dict[str, Any]) -> None:
-        try:
-            self.round = round_for_user(self.user, self.round.pk)
-        except Http404:
-            return
-        self.send(text_data=self._head_html())
+    async def generation_changed(self, event: dict[str, Any]) -> None:
+        generation_id = int(event.get("id") or 0)
+        # `queue`: a card appeared or left, or positions and ETAs moved (no id): the whole queue.
+        self._want(queue=bool(event.get("queue")), cards={generation_id} if generation_id else set())
 
-    def announcements_changed(self, event: dict[str, Any]) -> None:
-        self.send(text_data=self._banner_html())
+    async def round_changed(self, event: dict[str, Any]) -> None:
+        self._want(head=True)
 
-    def send_state(self, *, queue: bool, takes: bool, head: bool = False) -> None:
-        parts = [self._head_html(), self._banner_html()] if head else []
-        if queue:
+    async def announcements_changed(self, event: dict[str, Any]) -> None:
+        self._want(banner=True)
+
+    # --- Pushing ----------------------------------------------------------------------------
+
+    def _want(
+        self,
+        *,
+        head: bool = False,
+        banner: bool = False,
+        queue: bool = False,
+        takes: bool = False,
+        cards: set[int] | None = None,
+    ) -> None:
+        w = self.wanted
+        w.head, w.banner, w.takes = w.head or head, w.banner or banner, w.takes or takes
+        w.queue = w.queue or queue
+        w.cards |= cards or set()
+        if self.pushing is None or self.pushing.done():
+            self.pushing = asyncio.create_task(self._push())
+
+    async def _push(self) -> None:
+        # Whatever arrives while a render runs waits for the next render, which covers all of it.
+        while self.wanted:
+            wanted, self.wanted = self.wanted, Wanted()
+            try:
+                html = await on_a_thread(self._render)(wanted)
+            except Exception:
+                log.exception("could not render round %s for user %s", self.round.pk, self.user.pk)
+                continue
+            if html:
+                await self.send(text_data=html)
+
+    def _render(self, wanted: Wanted) -> str:
+        """The fragments `wanted` asks for, from the database as it is now (on a worker thread)."""
+        parts = []
+        if wanted.head:
+            try:
+                self.round = round_for_user(self.user, self.round.pk)
+            except Http404:
+                wanted.head = False  # no longer visible: leave the page as it is
+        if wanted.head:
+            parts.append(self._head_html())
+        if wanted.banner:
+            parts.append(render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()}))
+        finished = False
+        if wanted.queue:
             context = queue_context(self.user, self.round)
             parts.append(render_to_string(f"{PAGE}#my-queue", context))
-        if takes:
-            parts.append(self._takes_html())
-        self.send(text_data="".join(parts))
+            finished = any(g.pk in wanted.cards and not g.is_active for g in context["generations"])
+        elif wanted.cards:
+            mine = Generation.objects.filter(pk__in=wanted.cards, owner=self.user, round=self.round)
+            cards = with_previews(list(with_takes(mine)))
+            parts += [render_to_string(f"{PAGE}#job-card", {"g": g}) for g in cards]
+            finished = any(not g.is_active for g in cards)
+        if wanted.takes or finished:
+            parts.append(render_to_string(f"{PAGE}#my-takes", {"takes": takes_of(self.user, self.round)}))
+        return "".join(parts)
 
     def _head_html(self) -> str:
         """The round's title, state and brief, and the submit button that follows its state."""
         context = {"round": self.round, "brief_images": brief_images(self.round)}
         head = render_to_string(f"{PAGE}#round-head", context)
         return head + render_to_string(f"{PAGE}#submit-state", context)
-
-    def _banner_html(self) -> str:
-        return render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()})
-
-    def _takes_html(self) -> str:
-        return render_to_string(f"{PAGE}#my-takes", {"takes": takes_of(self.user, self.round)})
