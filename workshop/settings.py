@@ -158,6 +158,9 @@ CHANNEL_LAYERS = {
     }
 }
 
+# `manage.py web` (compose's web service, `deploy/up.sh --web N`): daphne processes behind one port.
+WEB_PROCESSES = envint("WEB_PROCESSES", 1)
+
 # Every RQ queue a WorkflowTemplate may name. Workers on GPU hosts read the same Redis.
 RQ_QUEUE_NAMES = envlist("RQ_QUEUES", ["video", "image"])
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 1800} for name in RQ_QUEUE_NAMES}
