@@ -17,10 +17,10 @@ from workshop import require_secret_key  # noqa: E402
 require_secret_key()
 
 # Imported after Django is set up: the consumers use the ORM.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from generations.live.auth import AuthMiddlewareStack  # noqa: E402
 from generations.routing import websocket_urlpatterns  # noqa: E402
 
 

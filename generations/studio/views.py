@@ -82,7 +82,7 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
     rnd = round_for_user(request.user, pk)
     raw = request.POST.get("template", "")
-    template = rnd.templates.filter(pk=int(raw)).first() if raw.isdigit() else None
+    template = next((t for t in rnd.templates.all() if str(t.pk) == raw), None)  # prefetched
     form = _form_for(template, data=request.POST)
     error = ""
     if template is None:
@@ -103,10 +103,18 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             # Keep the settings for the next try; a blank seed gives a new random one.
             again = {k: v for k, v in generation.params.items() if k != "seed"}
             form = _form_for(template, initial=again)
-            context = _page_context(request, rnd, template=template, form=form)
+            context = _form_context(rnd, template, form, **queue_context(request.user, rnd))
             return render(request, f"{PAGE}#submit-response", context)
-    context = _page_context(request, rnd, template=template, form=form, form_error=error)
+    context = _form_context(rnd, template, form, form_error=error)
     return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _form_context(
+    rnd: Round, template: WorkflowTemplate | None, form: ParamsForm, **extra: Any
+) -> dict[str, Any]:
+    """Only what the submit form (and the queue beside it) shows: an answer to every filmmaker's
+    click in a burst reads nothing else."""
+    return {"round": rnd, "template_obj": template, "form": form, "submit_token": uuid.uuid4(), **extra}
 
 
 def _token(raw: str | None) -> uuid.UUID | None:
