@@ -24,6 +24,7 @@ from generations.models import Generation, Round
 from generations.queue import eta
 from generations.queue.access import current_takes
 from generations.queue.quota import Quota, quotas_for
+from generations.queue.selectors import NOT_SHOWN
 from generations.queue.snapshot import line_estimates
 from generations.queue.window import seconds_left, window_of
 
@@ -141,6 +142,7 @@ def room_state(rnd: Round) -> dict[str, Any]:
     active = list(
         Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT))
         .select_related("owner", "template", "round")
+        .defer(*NOT_SHOWN)
         .order_by("created_at")
     )
     try:
@@ -155,6 +157,7 @@ def room_state(rnd: Round) -> dict[str, Any]:
     finished = list(
         Generation.objects.filter(round=rnd, status__in=Generation.TERMINAL)
         .select_related("owner", "template")
+        .defer(*NOT_SHOWN)
         .prefetch_related("takes")
         .order_by("-finished_at", "-pk")[:12]
     )

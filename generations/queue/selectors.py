@@ -8,10 +8,16 @@ from accounts.models import User
 from generations.models import Generation, Round, Take
 from generations.queue.access import counting_takes, current_takes, with_takes
 
+# What a card never shows: resolved workflows are tens of kB of JSON each with ComfyUI, read on every
+# push to every socket.
+NOT_SHOWN = ("workflow", "error_detail", "template__workflow")
+
 
 def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:
     """A filmmaker's queue in a round, newest first."""
-    return with_takes(Generation.objects.filter(owner=user, round=rnd)).order_by("-created_at")
+    return (
+        with_takes(Generation.objects.filter(owner=user, round=rnd)).defer(*NOT_SHOWN).order_by("-created_at")
+    )
 
 
 def takes_of(user: User, rnd: Round) -> list[Take]:
