@@ -75,6 +75,18 @@ def rss_mb(pids: list[int]) -> float:
     return total / 1024
 
 
+def cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def web_pids(stack: Any) -> list[int]:
     """The daphne processes: the web process itself, or the children of `manage.py web`."""
     pid = stack.procs["web"].pid
@@ -174,12 +186,15 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
             p.generation = max(ids)
             return took
 
+        cpu_before = cpu_s(pids)
         submits = [t for t in await asyncio.gather(*(submit(p) for p in connected)) if t is not None]
         deadline = time.perf_counter() + CARD_TIMEOUT_S
         while time.perf_counter() < deadline and any(
             p.generation is not None and p.generation not in p.seen and not p.dropped for p in connected
         ):
             await asyncio.sleep(0.05)
+        # The web side's own work for the burst (answers, pushes, the room), whatever else runs here.
+        cpu_per_submit = (cpu_s(pids) - cpu_before) / max(len(submits), 1)
         await asyncio.sleep(HOLD_S)
         cards = [p.seen[p.generation] - p.posted_at for p in connected if p.generation in p.seen]
         missing = sum(1 for p in connected if p.generation is not None and p.generation not in p.seen)
@@ -202,6 +217,7 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
         "errors": sum(errors.values()) + missing,
         "errors_by_kind": errors,
         "dropped": dropped,
+        "web_cpu_ms_per_submit": round(cpu_per_submit * 1000, 1),
         "web_rss_peak_mb": round(peak[0], 1),
         "web_rss_growth_mb": round(peak[0] - baseline, 1),
     }
@@ -275,13 +291,14 @@ def main() -> None:
         f"Burst on the web side: N filmmakers submit at once, room and screen open (ms); logs: {stack.logs}"
     )
     head = ["N", "web", "submit p50", "p95", "card p50", "p95", "shake p50", "p95", "GET p50"]
-    head += ["conn", "err", "drop", "RSS MB"]
+    head += ["conn", "err", "drop", "RSS MB", "CPU/submit"]
     print("".join(f"{h:>11}" for h in head))
     for r in rows:
         timings = ["submit_p50_s", "submit_p95_s", "card_p50_s", "card_p95_s", "handshake_p50_s"]
         timings += ["handshake_p95_s", "page_get_p50_s"]
         cells = [r["n"], r["web_processes"], *(ms(r[k]) for k in timings)]
         cells += [f"{r['connected']}/{r['n']}", r["errors"], r["dropped"], r["web_rss_peak_mb"]]
+        cells += [r["web_cpu_ms_per_submit"]]
         print("".join(f"{c!s:>11}" for c in cells))
 
     def row(n: int, processes: int) -> dict[str, Any] | None:

@@ -146,14 +146,22 @@ def test_it_merges_what_arrives_during_a_render_into_the_next(owner, open_round)
     async def scenario() -> None:
         consumer = RoundConsumer()
         consumer.user, consumer.round, consumer.wanted, consumer.pushing = owner, open_round, Wanted(), None
+        consumer.nudged, consumer.queue_sent_at = asyncio.Event(), -1.0
         consumer._render = lambda wanted: renders.append(wanted) or "html"  # type: ignore[method-assign]
         sent: list[str] = []
         consumer.send = lambda text_data: sent.append(text_data) or asyncio.sleep(0)  # type: ignore[method-assign]
         consumer._want(cards={1})
         consumer._want(queue=True, cards={2})
+        consumer._want(moved=True)
         consumer._want(banner=True)
         await consumer.pushing
         assert sent == ["html"]
+        # Positions that move again right after wait (at most MOVED_EVERY), and merge meanwhile.
+        started = asyncio.get_running_loop().time()
+        consumer._want(moved=True)
+        consumer._want(moved=True)
+        await consumer.pushing
+        assert asyncio.get_running_loop().time() - started >= 0.9 * consumer.MOVED_EVERY
 
     run(scenario)
-    assert renders == [Wanted(banner=True, queue=True, cards={1, 2})]
+    assert renders == [Wanted(banner=True, queue=True, cards={1, 2}, moved=True), Wanted(moved=True)]

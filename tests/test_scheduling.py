@@ -50,6 +50,20 @@ def test_it_counts_validation_failures(owner, small_round, template) -> None:
     assert quota.quota_for(owner, small_round).left == 1
 
 
+def test_it_counts_the_quota_alike_from_rows_already_read(owner, instructor, open_round, template) -> None:
+    services.generation_cancel(generation=create(owner, open_round, template))
+    for retriable in (True, False, None):
+        failed = create(owner, open_round, template)
+        Generation.objects.filter(pk=failed.pk).update(status=S.FAILED, retriable=retriable)
+    started = create(owner, open_round, template)
+    Generation.objects.filter(pk=started.pk).update(status=S.CANCELLED, started_at=started.created_at)
+    create(owner, open_round, template)
+    services.quota_top_up(round=open_round, filmmaker=owner, amount=2, by=instructor)
+    rows = list(Generation.objects.filter(owner=owner, round=open_round))
+    assert quota.quota_of(owner, open_round, rows) == quota.quota_for(owner, open_round)
+    assert quota.quota_for(owner, open_round).used == 4
+
+
 def test_it_lets_the_instructor_top_up_one_filmmaker(owner, other, instructor, small_round, template) -> None:
     services.quota_top_up(round=small_round, filmmaker=owner, amount=3, by=instructor)
     assert quota.quota_for(owner, small_round).total == 5

@@ -41,9 +41,11 @@ def render_room(round_id: int) -> str | None:
 class RoomConsumer(AsyncWebsocketConsumer):
     """The live room. It hears of every generation (the conductor's pushes fan out to the room
     group), of the round's state and of the spotlight, and re-renders the whole room from the
-    database (a constant number of queries), at most every DEBOUNCE seconds, and sends it only when
-    it reads differently from what it sent last. Heartbeats are not pushed, so it also re-renders
-    every TICK seconds for the workers' ages and the running spend."""
+    database (a constant number of queries), at most every DEBOUNCE seconds (and, for a room so
+    large that a render takes long, never more than a third of the time: in a burst the filmmakers'
+    own answers come first), and sends it only when it reads differently from what it sent last.
+    Heartbeats are not pushed, so it also re-renders every TICK seconds for the workers' ages and
+    the running spend."""
 
     DEBOUNCE = 0.3
     TICK = 5.0
@@ -63,6 +65,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             *(self.channel_layer.group_add(g, self.channel_name) for g in self.groups_joined)
         )
         self.pending: asyncio.Task[None] | None = None
+        self.dirty, self.took = False, 0.0
         await self.accept()
         await self.send(text_data=html)
         self.ticker = asyncio.create_task(self._tick())
@@ -86,12 +89,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
             self._soon()
 
     def _soon(self) -> None:
+        self.dirty = True  # a change during a render is rendered after it
         if self.pending is None or self.pending.done():
-            self.pending = asyncio.create_task(self._render_after(self.DEBOUNCE))
+            self.pending = asyncio.create_task(self._render_soon())
 
-    async def _render_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
-        await self._push()
+    async def _render_soon(self) -> None:
+        while self.dirty:
+            await asyncio.sleep(max(self.DEBOUNCE, 2 * self.took))
+            self.dirty = False
+            await self._push()
 
     async def _tick(self) -> None:
         while True:
@@ -99,8 +105,11 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self._push()
 
     async def _push(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         try:
             html = await on_a_thread(render_room)(self.round_id)
+            self.took = loop.time() - start
         except Exception:
             # The next change or tick tries again; a failed render must not end the ticking.
             log.exception("could not render the live room of round %s", self.round_id)

@@ -11,7 +11,7 @@ from accounts.models import User
 from generations.broker.connection import connection
 from generations.broker.previews import previews
 from generations.models import Generation, Round
-from generations.queue.quota import quota_for
+from generations.queue.quota import quota_of
 from generations.queue.selectors import generations_of
 from generations.queue.snapshot import line_estimates
 
@@ -40,9 +40,11 @@ def with_previews(generations: list[Generation]) -> list[Generation]:
 
 
 def queue_context(user: User, rnd: Round) -> dict[str, object]:
-    """What the "my queue" partial needs: the cards (with positions and ETAs) and the quota."""
+    """What the "my queue" partial needs: the cards (with positions and ETAs) and the quota. Every
+    socket renders it on each push: three queries (two while nothing has succeeded) and two Redis reads."""
+    generations = generations_of(user, rnd)
     return {
-        "generations": with_estimates(generations_of(user, rnd)),
-        "quota": None if user.is_instructor else quota_for(user, rnd),
+        "generations": with_estimates(generations),
+        "quota": None if user.is_instructor else quota_of(user, rnd, generations),
         "round": rnd,
     }

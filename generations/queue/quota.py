@@ -33,6 +33,21 @@ def quota_for(user: User, rnd: Round) -> Quota:
     return Quota(total=rnd.quota + extra, used=used)
 
 
+def counts(g: Generation) -> bool:
+    """FREE, in Python: whether `g` counts against the quota."""
+    free = (g.status == Generation.Status.CANCELLED and g.started_at is None) or (
+        g.status == Generation.Status.FAILED and g.retriable is True
+    )
+    return not free
+
+
+def quota_of(user: User, rnd: Round, generations: Iterable[Generation]) -> Quota:
+    """quota_for when the filmmaker's generations in the round are read already (the "my queue"
+    fragment shows them): one query, for the top-ups."""
+    extra = QuotaTopUp.objects.filter(round=rnd, filmmaker=user).aggregate(n=Sum("amount"))["n"] or 0
+    return Quota(total=rnd.quota + extra, used=sum(1 for g in generations if counts(g)))
+
+
 def quotas_for(user_ids: Iterable[int], rnd: Round) -> dict[int, Quota]:
     """quota_for of many filmmakers in two queries (the live room shows everyone's)."""
     ids = list(user_ids)

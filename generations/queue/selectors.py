@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, prefetch_related_objects
 
 from accounts.models import User
 from generations.models import Generation, Round, Take
-from generations.queue.access import counting_takes, current_takes, with_takes
+from generations.queue.access import counting_takes, current_takes
 
 # What a card never shows: resolved workflows are tens of kB of JSON each with ComfyUI, read on every
 # push to every socket.
 NOT_SHOWN = ("workflow", "error_detail", "template__workflow")
 
 
-def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:
-    """A filmmaker's queue in a round, newest first."""
-    return (
-        with_takes(Generation.objects.filter(owner=user, round=rnd)).defer(*NOT_SHOWN).order_by("-created_at")
+def generations_of(user: User, rnd: Round) -> list[Generation]:
+    """A filmmaker's queue in a round, newest first; the takes of those that succeeded (the only
+    cards that show takes: in a burst, no query for them)."""
+    found = list(
+        Generation.objects.filter(owner=user, round=rnd)
+        .select_related("template")
+        .defer(*NOT_SHOWN)
+        .order_by("-created_at")
     )
+    succeeded = [g for g in found if g.status == Generation.Status.SUCCEEDED]
+    prefetch_related_objects(succeeded, Prefetch("takes", queryset=Take.objects.order_by("pk")))
+    return found
 
 
 def takes_of(user: User, rnd: Round) -> list[Take]:

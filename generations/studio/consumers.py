@@ -11,6 +11,7 @@ a burst costs each socket a render or two, not one per message."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,14 +43,23 @@ class Wanted:
     queue: bool = False  # the whole "my queue": cards, positions, ETAs, quota
     takes: bool = False
     cards: set[int] = field(default_factory=set)  # single cards (re-rendered alone unless `queue`)
+    moved: bool = False  # only positions and ETAs moved: the whole queue, but it may wait a little
 
     def __bool__(self) -> bool:
+        return self.moved or self.urgent
+
+    @property
+    def urgent(self) -> bool:
         return self.head or self.banner or self.queue or self.takes or bool(self.cards)
 
 
 class RoundConsumer(AsyncWebsocketConsumer):
     """One filmmaker's view of one round: their queue and their takes, the round's state (it
     follows the instructor's open/pause/close) and the announcements."""
+
+    # Positions and ETAs that moved (the conductor's line) re-render the queue at most this often:
+    # in a burst every dispatch moves everyone, and the burst's own answers come first.
+    MOVED_EVERY = 1.0
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -65,6 +75,8 @@ class RoundConsumer(AsyncWebsocketConsumer):
         self.round: Round = rnd
         self.wanted = Wanted()
         self.pushing: asyncio.Task[None] | None = None
+        self.nudged = asyncio.Event()  # something that must not wait arrived
+        self.queue_sent_at = -self.MOVED_EVERY
         self.groups_joined = [
             groups.user_group(user.pk),
             groups.round_group(rnd.pk),
@@ -90,8 +102,11 @@ class RoundConsumer(AsyncWebsocketConsumer):
 
     async def generation_changed(self, event: dict[str, Any]) -> None:
         generation_id = int(event.get("id") or 0)
-        # `queue`: a card appeared or left, or positions and ETAs moved (no id): the whole queue.
-        self._want(queue=bool(event.get("queue")), cards={generation_id} if generation_id else set())
+        if not generation_id:
+            self._want(moved=True)  # positions and ETAs moved
+            return
+        # One of my cards changed; `queue`: it appeared or left (and the quota changed): the whole queue.
+        self._want(queue=bool(event.get("queue")), cards={generation_id})
 
     async def round_changed(self, event: dict[str, Any]) -> None:
         self._want(head=True)
@@ -109,18 +124,30 @@ class RoundConsumer(AsyncWebsocketConsumer):
         queue: bool = False,
         takes: bool = False,
         cards: set[int] | None = None,
+        moved: bool = False,
     ) -> None:
         w = self.wanted
         w.head, w.banner, w.takes = w.head or head, w.banner or banner, w.takes or takes
-        w.queue = w.queue or queue
+        w.queue, w.moved = w.queue or queue, w.moved or moved
         w.cards |= cards or set()
+        if w.urgent:
+            self.nudged.set()
         if self.pushing is None or self.pushing.done():
             self.pushing = asyncio.create_task(self._push())
 
     async def _push(self) -> None:
         # Whatever arrives while a render runs waits for the next render, which covers all of it.
+        loop = asyncio.get_running_loop()
         while self.wanted:
+            wait = self.queue_sent_at + self.MOVED_EVERY - loop.time()
+            if not self.wanted.urgent and wait > 0:
+                self.nudged.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.nudged.wait(), wait)
+                continue
             wanted, self.wanted = self.wanted, Wanted()
+            if wanted.queue or wanted.moved:
+                self.queue_sent_at = loop.time()
             try:
                 html = await on_a_thread(self._render)(wanted)
             except Exception:
@@ -142,7 +169,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
         if wanted.banner:
             parts.append(render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()}))
         finished = False
-        if wanted.queue:
+        if wanted.queue or wanted.moved:
             context = queue_context(self.user, self.round)
             parts.append(render_to_string(f"{PAGE}#my-queue", context))
             finished = any(g.pk in wanted.cards and not g.is_active for g in context["generations"])
