@@ -256,7 +256,7 @@ def main() -> None:
     stack = live_stack("burst-web")
     rows: list[dict[str, Any]] = []
     try:
-        stack.start_web()
+        stack.start_web(processes=1)  # as deployed: manage.py web
         stack.start_conductor()
         for i in (1, 2):  # a few seconds a job: the queue moves while the burst is measured
             stack.start_worker(f"bench-gpu-{i}", frame_delay=0.3)

@@ -134,18 +134,23 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_PO
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": envint("DB_POOL_MIN_SIZE", 1),
         "max_size": DB_POOL_MAX_SIZE,
-        "timeout": envint("DB_POOL_TIMEOUT", 10),
+        "timeout": envint("DB_POOL_TIMEOUT", 30),
     }
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Connections each process's Redis clients may open at once (the server allows 10,000 by default).
+REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 1000)
 
 # The channel layer's Redis connections, set explicitly: redis-py 8's default 5 s socket timeout
 # races channels-redis's 5 s blocking read (BZPOPMIN) and closes idle sockets with 1011
 # (channels_redis#422). Reads may block past the server-side timeout; connects may not.
+# redis-py 8 also caps a pool at 100 connections and fails past them ("Too many connections"): a
+# burst of a few hundred sockets joining their groups at once needs more.
 CHANNEL_LAYER_CONNECTION = {
     "socket_timeout": envint("CHANNEL_LAYER_SOCKET_TIMEOUT", 30),
     "socket_connect_timeout": 5,
     "socket_keepalive": True,
+    "max_connections": REDIS_MAX_CONNECTIONS,
 }
 
 CHANNEL_LAYERS = {

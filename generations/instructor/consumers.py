@@ -61,9 +61,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         self.sent = html
         self.groups_joined = [groups.ROOM_GROUP, groups.round_group(self.round_id), groups.SCREEN_GROUP]
-        await asyncio.gather(
-            *(self.channel_layer.group_add(g, self.channel_name) for g in self.groups_joined)
-        )
+        for group in self.groups_joined:  # one at a time: a burst of handshakes opens fewer connections
+            await self.channel_layer.group_add(group, self.channel_name)
         self.pending: asyncio.Task[None] | None = None
         self.dirty, self.took = False, 0.0
         await self.accept()
@@ -74,8 +73,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         for task in (getattr(self, "ticker", None), getattr(self, "pending", None)):
             if task is not None:
                 task.cancel()
-        joined = getattr(self, "groups_joined", [])
-        await asyncio.gather(*(self.channel_layer.group_discard(g, self.channel_name) for g in joined))
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on."""

@@ -26,12 +26,20 @@ from generations.instructor.briefs import brief_images
 from generations.live import groups
 from generations.live.threads import on_a_thread
 from generations.models import Generation, Round
-from generations.queue.access import round_for_user, with_takes
+from generations.queue.access import rounds_visible_to, with_takes
 from generations.queue.cards import queue_context, with_previews
 from generations.queue.selectors import takes_of
 
 PAGE = "generations/round.html"
 log = logging.getLogger(__name__)
+
+
+def _round_for(user: User, pk: int) -> Round:
+    """round_for_user without the round's templates (the socket never shows them): one query."""
+    rnd = rounds_visible_to(user).filter(pk=pk).first()
+    if rnd is None:
+        raise Http404("No such round")
+    return rnd
 
 
 @dataclass
@@ -67,7 +75,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         try:
-            rnd = await on_a_thread(round_for_user)(user, int(self.scope["url_route"]["kwargs"]["round_id"]))
+            rnd = await on_a_thread(_round_for)(user, int(self.scope["url_route"]["kwargs"]["round_id"]))
         except Http404:
             await self.close(code=4404)
             return
@@ -82,9 +90,8 @@ class RoundConsumer(AsyncWebsocketConsumer):
             groups.round_group(rnd.pk),
             groups.ANNOUNCEMENTS_GROUP,
         ]
-        await asyncio.gather(
-            *(self.channel_layer.group_add(g, self.channel_name) for g in self.groups_joined)
-        )
+        for group in self.groups_joined:  # one at a time: a burst of handshakes opens fewer connections
+            await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         # A reconnect may have missed messages: send everything as it is now.
         self._want(head=True, banner=True, queue=True, takes=True)
@@ -92,8 +99,8 @@ class RoundConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if (task := getattr(self, "pushing", None)) is not None:
             task.cancel()
-        joined = getattr(self, "groups_joined", [])
-        await asyncio.gather(*(self.channel_layer.group_discard(g, self.channel_name) for g in joined))
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing we act on; ignore it."""
@@ -161,7 +168,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
         parts = []
         if wanted.head:
             try:
-                self.round = round_for_user(self.user, self.round.pk)
+                self.round = _round_for(self.user, self.round.pk)
             except Http404:
                 wanted.head = False  # no longer visible: leave the page as it is
         if wanted.head:
