@@ -31,6 +31,14 @@ def _refusal(scope: dict[str, Any]) -> int | None:
     return None
 
 
+def _refused_or(scope: dict[str, Any], render: Any, *args: Any) -> tuple[int | None, str | None]:
+    """(the close code, None) for anyone but an instructor, else (None, what `render` returns): the
+    user is read from the session here, on the worker thread (live.auth)."""
+    if code := _refusal(scope):
+        return code, None
+    return None, render(*args)
+
+
 def render_room(round_id: int) -> str | None:
     rnd = Round.objects.filter(pk=round_id).first()
     if rnd is None:
@@ -51,13 +59,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
     TICK = 5.0
 
     async def connect(self) -> None:
-        if code := _refusal(self.scope):
-            await self.close(code=code)
-            return
         self.round_id = int(self.scope["url_route"]["kwargs"]["round_id"])
-        html = await on_a_thread(render_room)(self.round_id)
-        if html is None:
-            await self.close(code=4404)
+        code, html = await on_a_thread(_refused_or)(self.scope, render_room, self.round_id)
+        if code or html is None:
+            await self.close(code=code or 4404)
             return
         self.sent = html
         self.groups_joined = [groups.ROOM_GROUP, groups.round_group(self.round_id), groups.SCREEN_GROUP]
@@ -122,13 +127,14 @@ class ScreenConsumer(AsyncWebsocketConsumer):
     """The projector: shows the spotlight, and switches when the instructor picks another."""
 
     async def connect(self) -> None:
-        if code := _refusal(self.scope):
+        code, html = await on_a_thread(_refused_or)(self.scope, render_stage)
+        if code:
             await self.close(code=code)
             return
         await self.channel_layer.group_add(groups.SCREEN_GROUP, self.channel_name)
         self.joined = True
         await self.accept()
-        await self.spotlight_changed({})
+        await self.send(text_data=html)
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "joined", False):

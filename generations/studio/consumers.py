@@ -42,6 +42,17 @@ def _round_for(user: User, pk: int) -> Round:
     return rnd
 
 
+def _viewer_and_round(user: User | None, round_id: int) -> tuple[User, Round] | int:
+    """Who connects (read from the session here, live.auth) and the round they may see, or the
+    close code: 4401 anonymous, 4404 a round they may not see."""
+    if user is None or not user.is_authenticated:
+        return 4401
+    try:
+        return user, _round_for(user, round_id)
+    except Http404:
+        return 4404
+
+
 @dataclass
 class Wanted:
     """What the next push re-renders."""
@@ -70,24 +81,19 @@ class RoundConsumer(AsyncWebsocketConsumer):
     MOVED_EVERY = 1.0
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+        round_id = int(self.scope["url_route"]["kwargs"]["round_id"])
+        found = await on_a_thread(_viewer_and_round)(self.scope.get("user"), round_id)
+        if isinstance(found, int):
+            await self.close(code=found)
             return
-        try:
-            rnd = await on_a_thread(_round_for)(user, int(self.scope["url_route"]["kwargs"]["round_id"]))
-        except Http404:
-            await self.close(code=4404)
-            return
-        self.user: User = user
-        self.round: Round = rnd
+        self.user, self.round = found
         self.wanted = Wanted()
         self.pushing: asyncio.Task[None] | None = None
         self.nudged = asyncio.Event()  # something that must not wait arrived
         self.queue_sent_at = -self.MOVED_EVERY
         self.groups_joined = [
-            groups.user_group(user.pk),
-            groups.round_group(rnd.pk),
+            groups.user_group(self.user.pk),
+            groups.round_group(self.round.pk),
             groups.ANNOUNCEMENTS_GROUP,
         ]
         for group in self.groups_joined:  # one at a time: a burst of handshakes opens fewer connections
