@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "20,100,200").split(",") if n]
 TWO_WEB_AT = int(os.environ.get("BENCH_TWO_WEB", "200"))  # 0: skip the run on two web processes
 HOLD_S = float(os.environ.get("BENCH_HOLD_S", "3"))  # sockets held after the last card, to see drops
-CARD_TIMEOUT_S = 20.0
+CARD_TIMEOUT_S = 30.0
 FORM = {"prompt": "a lighthouse", "seed": "7", "frames": "9", "width": "64", "height": "64", "fps": "12"}
 GOALS = {"submit_p95_20": 0.100, "card_p95_20": 0.250, "submit_p95_200": 0.500}
 CARD = re.compile(r'id="gen-(\d+)"')
@@ -128,7 +128,7 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
 
     sampler = asyncio.create_task(sample())
     limits = httpx.Limits(max_connections=n + 8, max_keepalive_connections=n + 8)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as http:
         # The round pages, all at once.
         async def load(p: Filmmaker) -> float | None:
             start = time.perf_counter()
@@ -146,7 +146,7 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
         # The live room and the projector, then every round page's socket at once.
         async def open_ws(path: str, cookie: str) -> Any:
             ws = await connect(ws_base + path, origin=origin, additional_headers={"Cookie": cookie},
-                               open_timeout=15, max_size=None)  # fmt: skip
+                               open_timeout=45, max_size=None)  # fmt: skip
             return ws
 
         staff = [Filmmaker(cookie=staff_cookie), Filmmaker(cookie=staff_cookie)]

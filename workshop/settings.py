@@ -165,6 +165,8 @@ CHANNEL_LAYERS = {
 
 # `manage.py web` (compose's web service, `deploy/up.sh --web N`): daphne processes behind one port.
 WEB_PROCESSES = envint("WEB_PROCESSES", 1)
+# HTTP requests each process runs at once (workshop.asgi.gated): each holds a database connection.
+WEB_REQUESTS_AT_ONCE = max(DB_POOL_MAX_SIZE, 2)
 
 # Every RQ queue a WorkflowTemplate may name. Workers on GPU hosts read the same Redis.
 RQ_QUEUE_NAMES = envlist("RQ_QUEUES", ["video", "image"])

@@ -82,7 +82,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         round_id = int(self.scope["url_route"]["kwargs"]["round_id"])
-        found = await on_a_thread(_viewer_and_round)(self.scope.get("user"), round_id)
+        found = await on_a_thread(_viewer_and_round, door=True)(self.scope.get("user"), round_id)
         if isinstance(found, int):
             await self.close(code=found)
             return

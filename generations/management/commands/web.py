@@ -9,6 +9,7 @@ dies is started again; SIGTERM or Ctrl-C stops them all.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -22,6 +23,12 @@ from django.core.management.base import BaseCommand, CommandError
 APPLICATION = "workshop.asgi:application"
 # A process that dies sooner than this after its start is broken, not unlucky: stop everything.
 SETTLE_SECONDS = 10.0
+# The sockets' reads and renders are CPU-bound Python: threads beyond a couple add no throughput (one
+# interpreter lock) and starve the event loop, which then answers Redis and the sockets late.
+THREADS = 2
+# A burst of handshakes on a busy machine can take longer than daphne's 5 s; one that times out
+# comes back (htmx reconnects) and costs its work again.
+CONNECT_TIMEOUT_S = 30
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -46,12 +53,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--proxy-headers", action="store_true", help="Trust X-Forwarded-For/-Proto (behind the proxy)"
         )
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=int(os.environ.get("ASGI_THREADS", THREADS)),
+            help="Worker threads per process for the sockets' reads and renders (daphne's ASGI_THREADS)",
+        )
+        parser.add_argument(
+            "--websocket-connect-timeout",
+            type=int,
+            default=CONNECT_TIMEOUT_S,
+            help="Seconds a handshake may wait for its consumer to accept (daphne's default: 5)",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         count = opts["processes"]
         if count < 1:
             raise CommandError("--processes must be at least 1")
-        extra = ["--proxy-headers"] if opts["proxy_headers"] else []
+        extra = ["--websocket_connect_timeout", str(opts["websocket_connect_timeout"])]
+        extra += ["--proxy-headers"] if opts["proxy_headers"] else []
+        env = {**os.environ, "ASGI_THREADS": str(opts["threads"])}
         stopping = False
 
         def stop(*_: Any) -> None:
@@ -66,7 +87,7 @@ class Command(BaseCommand):
             try:
                 fd = sock.fileno()
                 command = [sys.executable, "-m", "daphne", "--fd", str(fd), *extra, APPLICATION]
-                return subprocess.Popen(command, pass_fds=(fd,))
+                return subprocess.Popen(command, pass_fds=(fd,), env=env)
             finally:
                 sock.close()  # the child holds it now: if it dies, the others take its connections
 
