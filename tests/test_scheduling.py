@@ -179,3 +179,37 @@ def test_it_holds_a_paused_rounds_queue(generation, redis_conn) -> None:
     assert Conductor(connection=redis_conn).dispatch_once() == 0
     Round.objects.filter(pk=generation.round_id).update(status=Round.Status.OPEN)
     assert Conductor(connection=redis_conn).dispatch_once() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_others_submit_during_a_submission_but_makes_a_pause_wait(owner, other, open_round, template):
+    import threading
+
+    from django.db import connection, transaction
+
+    from generations.queue.services import _round_share_locked
+
+    holding, done = threading.Event(), threading.Event()
+
+    def submission_in_flight() -> None:  # what generation_create holds until it commits
+        with transaction.atomic():
+            _round_share_locked(open_round.pk)
+            holding.set()
+            done.wait(10)
+        connection.close()
+
+    def pause() -> None:
+        Round.objects.filter(pk=open_round.pk).update(status=Round.Status.PAUSED)
+        connection.close()
+
+    first = threading.Thread(target=submission_in_flight)
+    first.start()
+    assert holding.wait(10)
+    create(other, open_round, template)  # not held up by the other submission
+    pausing = threading.Thread(target=pause)
+    pausing.start()
+    pausing.join(0.5)
+    assert pausing.is_alive()  # the pause waits for the submission to commit
+    done.set()
+    first.join(10), pausing.join(10)
+    assert Round.objects.get(pk=open_round.pk).status == Round.Status.PAUSED
