@@ -165,3 +165,20 @@ def test_it_merges_what_arrives_during_a_render_into_the_next(owner, open_round)
 
     run(scenario)
     assert renders == [Wanted(banner=True, queue=True, cards={1, 2}, moved=True), Wanted(moved=True)]
+
+
+def test_it_pushes_moved_positions_as_the_waiting_cards_alone(owner, generation, redis_conn) -> None:
+    from generations.queue.snapshot import line_publish
+
+    async def scenario() -> None:
+        comm = page(owner, generation.round_id)
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+        await sync_to_async(line_publish)(redis_conn)
+        await sync_to_async(groups.queue_moved)(owner_ids={owner.pk})
+        html = await comm.receive_from(timeout=5)
+        assert html.strip().startswith(f'<article id="gen-{generation.pk}"') and "next · starts in" in html
+        assert 'id="my-queue"' not in html
+        await comm.disconnect()
+
+    run(scenario)

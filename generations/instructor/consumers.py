@@ -50,7 +50,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     """The live room. It hears of every generation (the conductor's pushes fan out to the room
     group), of the round's state and of the spotlight, and re-renders the whole room from the
     database (a constant number of queries), at most every DEBOUNCE seconds (and, for a room so
-    large that a render takes long, never more than a third of the time: in a burst the filmmakers'
+    large that a render takes long, never more than a fifth of the time: in a burst the filmmakers'
     own answers come first), and sends it only when it reads differently from what it sent last.
     Heartbeats are not pushed, so it also re-renders every TICK seconds for the workers' ages and
     the running spend."""
@@ -99,7 +99,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _render_soon(self) -> None:
         while self.dirty:
-            await asyncio.sleep(max(self.DEBOUNCE, 2 * self.took))
+            await asyncio.sleep(max(self.DEBOUNCE, 4 * self.took))
             self.dirty = False
             await self._push()
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db.models import Q
 from django.http import Http404
 from django.template.loader import render_to_string
 
@@ -27,8 +28,8 @@ from generations.live import groups
 from generations.live.threads import on_a_thread
 from generations.models import Generation, Round
 from generations.queue.access import rounds_visible_to, with_takes
-from generations.queue.cards import queue_context, with_previews
-from generations.queue.selectors import takes_of
+from generations.queue.cards import queue_context, with_estimates
+from generations.queue.selectors import NOT_SHOWN, takes_of
 
 PAGE = "generations/round.html"
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
                     await asyncio.wait_for(self.nudged.wait(), wait)
                 continue
             wanted, self.wanted = self.wanted, Wanted()
-            if wanted.queue or wanted.moved:
+            if wanted.moved:
                 self.queue_sent_at = loop.time()
             try:
                 html = await on_a_thread(self._render)(wanted)
@@ -182,13 +183,17 @@ class RoundConsumer(AsyncWebsocketConsumer):
         if wanted.banner:
             parts.append(render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()}))
         finished = False
-        if wanted.queue or wanted.moved:
+        if wanted.queue:
             context = queue_context(self.user, self.round)
             parts.append(render_to_string(f"{PAGE}#my-queue", context))
             finished = any(g.pk in wanted.cards and not g.is_active for g in context["generations"])
-        elif wanted.cards:
-            mine = Generation.objects.filter(pk__in=wanted.cards, owner=self.user, round=self.round)
-            cards = with_previews(list(with_takes(mine)))
+        elif wanted.cards or wanted.moved:
+            # Single cards; when only positions moved, just the waiting cards (what moved).
+            which = Q(pk__in=wanted.cards)
+            if wanted.moved:
+                which |= Q(status=Generation.Status.QUEUED)
+            mine = Generation.objects.filter(which, owner=self.user, round=self.round).defer(*NOT_SHOWN)
+            cards = with_estimates(with_takes(mine))
             parts += [render_to_string(f"{PAGE}#job-card", {"g": g}) for g in cards]
             finished = any(not g.is_active for g in cards)
         if wanted.takes or finished:
