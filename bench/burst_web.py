@@ -186,7 +186,7 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
             p.generation = max(ids)
             return took
 
-        cpu_before = cpu_s(pids)
+        cpu_before, own_before, wall_before = cpu_s(pids), time.process_time(), time.perf_counter()
         submits = [t for t in await asyncio.gather(*(submit(p) for p in connected)) if t is not None]
         deadline = time.perf_counter() + CARD_TIMEOUT_S
         while time.perf_counter() < deadline and any(
@@ -195,6 +195,8 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
             await asyncio.sleep(0.05)
         # The web side's own work for the burst (answers, pushes, the room), whatever else runs here.
         cpu_per_submit = (cpu_s(pids) - cpu_before) / max(len(submits), 1)
+        # How busy this load generator was meanwhile (1.0: it was the bottleneck itself).
+        loadgen_busy = (time.process_time() - own_before) / (time.perf_counter() - wall_before)
         await asyncio.sleep(HOLD_S)
         cards = [p.seen[p.generation] - p.posted_at for p in connected if p.generation in p.seen]
         missing = sum(1 for p in connected if p.generation is not None and p.generation not in p.seen)
@@ -218,6 +220,7 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
         "errors_by_kind": errors,
         "dropped": dropped,
         "web_cpu_ms_per_submit": round(cpu_per_submit * 1000, 1),
+        "loadgen_busy": round(loadgen_busy, 2),
         "web_rss_peak_mb": round(peak[0], 1),
         "web_rss_growth_mb": round(peak[0] - baseline, 1),
     }
