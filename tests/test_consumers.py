@@ -182,3 +182,25 @@ def test_it_pushes_moved_positions_as_the_waiting_cards_alone(owner, generation,
         await comm.disconnect()
 
     run(scenario)
+
+
+def test_it_does_not_keep_a_request_waiting_while_the_event_loop_sends(monkeypatch) -> None:
+    import time
+
+    sent: list[str] = []
+
+    class SlowLayer:
+        async def group_send(self, group: str, message: dict) -> None:
+            await asyncio.sleep(0.5)  # a busy event loop, a slow Redis
+            sent.append(group)
+
+    monkeypatch.setattr(groups, "get_channel_layer", lambda: SlowLayer())
+
+    async def scenario() -> None:
+        start = time.monotonic()
+        await sync_to_async(groups._send_now, thread_sensitive=False)("user-1", {"type": "x"})
+        assert time.monotonic() - start < 0.4 and sent == []  # handed to the loop, not awaited
+        await asyncio.sleep(0.7)
+        assert sent == ["user-1"]
+
+    run(scenario)
