@@ -58,30 +58,35 @@ class LiveStack:
             cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def start_web(self) -> None:
-        self._spawn(
-            "web",
-            [
+    def start_web(self, name: str = "web", *, port: int | None = None, processes: int | None = None) -> str:
+        """daphne on `port` (the stack's own by default); with `processes`, `manage.py web`: that many
+        daphne processes behind the one port. Returns its base URL once it answers."""
+        port = port or self.port
+        if processes is None:
+            command = [
                 sys.executable,
                 "-m",
                 "daphne",
                 "-b",
                 "127.0.0.1",
                 "-p",
-                str(self.port),
+                str(port),
                 "workshop.asgi:application",
-            ],
-        )
+            ]
+        else:
+            command = [sys.executable, "manage.py", "web", "--port", str(port), "--processes", str(processes)]
+        self._spawn(name, command)
+        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if httpx.get(self.url + "/accounts/login/", timeout=1).status_code == 200:
-                    return
+                if httpx.get(url + "/accounts/login/", timeout=1).status_code == 200:
+                    return url
             except httpx.HTTPError:
                 pass
-            assert self.procs["web"].poll() is None, self.log("web")
+            assert self.procs[name].poll() is None, self.log(name)
             time.sleep(0.1)
-        raise AssertionError("daphne did not answer in 30 s\n" + self.log("web"))
+        raise AssertionError("daphne did not answer in 30 s\n" + self.log(name))
 
     def start_conductor(self, name: str = "conductor") -> None:
         """A conductor; start a second under another name for a standby."""

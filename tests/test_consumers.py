@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -7,6 +8,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from generations.dispatch import attempts
 from generations.live import groups
@@ -90,5 +93,114 @@ def test_it_refuses_a_socket_from_a_foreign_origin(owner, generation, redis_conn
         comm.scope["user"] = owner
         connected, _ = await comm.connect()
         assert not connected
+
+    run(scenario)
+
+
+def test_it_knows_the_filmmaker_from_the_session_cookie(owner, generation, redis_conn) -> None:
+    from tests.test_streaming import session_for
+    from workshop.asgi import application
+
+    cookie = f"sessionid={session_for(owner)}".encode()
+
+    async def scenario() -> None:
+        headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"), (b"cookie", cookie)]
+        comm = WebsocketCommunicator(application, f"/ws/rounds/{generation.round_id}/", headers=headers)
+        assert (await comm.connect())[0]
+        assert f'id="gen-{generation.pk}"' in await comm.receive_from(timeout=5)
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def state_queries(owner, rnd, redis_conn) -> int:
+    from generations.queue.snapshot import line_publish
+    from generations.studio.consumers import RoundConsumer, Wanted
+
+    line_publish(redis_conn)  # as the conductor keeps it
+    consumer = RoundConsumer()
+    consumer.user, consumer.round = owner, rnd
+    with CaptureQueriesContext(connection) as queries:
+        html = consumer._render(Wanted(head=True, banner=True, queue=True, takes=True))
+    assert 'id="my-queue"' in html and 'id="my-takes"' in html
+    return len(queries)
+
+
+def test_it_sends_the_state_in_the_same_number_of_queries_however_long_the_line(
+    owner, other, open_round, template, redis_conn
+) -> None:
+    from tests.test_eta import submit
+
+    submit(owner, open_round, template), submit(other, open_round, template)
+    short = state_queries(owner, open_round, redis_conn)
+    for _ in range(12):  # the round's quota is 15
+        submit(other, open_round, template)
+    assert state_queries(owner, open_round, redis_conn) == short
+
+
+def test_it_merges_what_arrives_during_a_render_into_the_next(owner, open_round) -> None:
+    from generations.studio.consumers import RoundConsumer, Wanted
+
+    renders: list[Wanted] = []
+
+    async def scenario() -> None:
+        consumer = RoundConsumer()
+        consumer.user, consumer.round, consumer.wanted, consumer.pushing = owner, open_round, Wanted(), None
+        consumer.nudged, consumer.queue_sent_at = asyncio.Event(), -1.0
+        consumer._render = lambda wanted: renders.append(wanted) or "html"  # type: ignore[method-assign]
+        sent: list[str] = []
+        consumer.send = lambda text_data: sent.append(text_data) or asyncio.sleep(0)  # type: ignore[method-assign]
+        consumer._want(cards={1})
+        consumer._want(queue=True, cards={2})
+        consumer._want(moved=True)
+        consumer._want(banner=True)
+        await consumer.pushing
+        assert sent == ["html"]
+        # Positions that move again right after wait (at most MOVED_EVERY), and merge meanwhile.
+        started = asyncio.get_running_loop().time()
+        consumer._want(moved=True)
+        consumer._want(moved=True)
+        await consumer.pushing
+        assert asyncio.get_running_loop().time() - started >= 0.9 * consumer.MOVED_EVERY
+
+    run(scenario)
+    assert renders == [Wanted(banner=True, queue=True, cards={1, 2}, moved=True), Wanted(moved=True)]
+
+
+def test_it_pushes_moved_positions_as_the_waiting_cards_alone(owner, generation, redis_conn) -> None:
+    from generations.queue.snapshot import line_publish
+
+    async def scenario() -> None:
+        comm = page(owner, generation.round_id)
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+        await sync_to_async(line_publish)(redis_conn)
+        await sync_to_async(groups.queue_moved)(owner_ids={owner.pk})
+        html = await comm.receive_from(timeout=5)
+        assert html.strip().startswith(f'<article id="gen-{generation.pk}"') and ">next · " in html
+        assert 'id="my-queue"' not in html
+        await comm.disconnect()
+
+    run(scenario)
+
+
+def test_it_does_not_keep_a_request_waiting_while_the_event_loop_sends(monkeypatch) -> None:
+    import time
+
+    sent: list[str] = []
+
+    class SlowLayer:
+        async def group_send(self, group: str, message: dict) -> None:
+            await asyncio.sleep(0.5)  # a busy event loop, a slow Redis
+            sent.append(group)
+
+    monkeypatch.setattr(groups, "get_channel_layer", lambda: SlowLayer())
+
+    async def scenario() -> None:
+        start = time.monotonic()
+        await sync_to_async(groups._send_now, thread_sensitive=False)("user-1", {"type": "x"})
+        assert time.monotonic() - start < 0.4 and sent == []  # handed to the loop, not awaited
+        await asyncio.sleep(0.7)
+        assert sent == ["user-1"]
 
     run(scenario)

@@ -293,6 +293,17 @@ def test_it_configures_the_app_for_production_behind_the_proxy() -> None:
         assert services[name]["healthcheck"]["test"], name
 
 
+def test_it_runs_several_web_processes_behind_the_proxy_with_pooled_connections() -> None:
+    services = compose_config("compose.yaml")["services"]
+    web = services["web"]
+    assert web["command"][:3] == ["python", "manage.py", "web"] and "--proxy-headers" in web["command"]
+    assert int(web["environment"]["WEB_PROCESSES"]) >= 2
+    # Every process pools its PostgreSQL connections: together well under max_connections (100).
+    pool = {name: int(services[name]["environment"]["DB_POOL_MAX_SIZE"]) for name in ("web", "conductor")}
+    used = int(web["environment"]["WEB_PROCESSES"]) * pool["web"] + 2 * pool["conductor"]
+    assert 0 < used <= 50
+
+
 def test_it_gives_dockerised_workers_time_to_drain_a_job() -> None:
     worker = compose_config("compose.yaml", profiles=("gpu",))["services"]["gpu-worker"]
     assert worker["stop_signal"] == "SIGTERM"

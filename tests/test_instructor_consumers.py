@@ -124,3 +124,15 @@ def test_it_switches_the_screen_to_the_spotlight(instructor, generation, redis_c
         await comm.disconnect()
 
     run(scenario)
+
+
+def test_it_sends_the_room_again_only_when_it_reads_differently(instructor, open_round, redis_conn) -> None:
+    async def scenario() -> None:
+        comm = socket(instructor, f"/ws/instructor/rounds/{open_round.pk}/")
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+        await sync_to_async(groups.room_changed)()  # nothing it shows changed
+        assert await comm.receive_nothing(timeout=1)
+        await comm.disconnect()
+
+    run(scenario)

@@ -50,6 +50,20 @@ def test_it_counts_validation_failures(owner, small_round, template) -> None:
     assert quota.quota_for(owner, small_round).left == 1
 
 
+def test_it_counts_the_quota_alike_from_rows_already_read(owner, instructor, open_round, template) -> None:
+    services.generation_cancel(generation=create(owner, open_round, template))
+    for retriable in (True, False, None):
+        failed = create(owner, open_round, template)
+        Generation.objects.filter(pk=failed.pk).update(status=S.FAILED, retriable=retriable)
+    started = create(owner, open_round, template)
+    Generation.objects.filter(pk=started.pk).update(status=S.CANCELLED, started_at=started.created_at)
+    create(owner, open_round, template)
+    services.quota_top_up(round=open_round, filmmaker=owner, amount=2, by=instructor)
+    rows = list(Generation.objects.filter(owner=owner, round=open_round))
+    assert quota.quota_of(owner, open_round, rows) == quota.quota_for(owner, open_round)
+    assert quota.quota_for(owner, open_round).used == 4
+
+
 def test_it_lets_the_instructor_top_up_one_filmmaker(owner, other, instructor, small_round, template) -> None:
     services.quota_top_up(round=small_round, filmmaker=owner, amount=3, by=instructor)
     assert quota.quota_for(owner, small_round).total == 5
@@ -165,3 +179,37 @@ def test_it_holds_a_paused_rounds_queue(generation, redis_conn) -> None:
     assert Conductor(connection=redis_conn).dispatch_once() == 0
     Round.objects.filter(pk=generation.round_id).update(status=Round.Status.OPEN)
     assert Conductor(connection=redis_conn).dispatch_once() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_others_submit_during_a_submission_but_makes_a_pause_wait(owner, other, open_round, template):
+    import threading
+
+    from django.db import connection, transaction
+
+    from generations.queue.services import _round_share_locked
+
+    holding, done = threading.Event(), threading.Event()
+
+    def submission_in_flight() -> None:  # what generation_create holds until it commits
+        with transaction.atomic():
+            _round_share_locked(open_round.pk)
+            holding.set()
+            done.wait(10)
+        connection.close()
+
+    def pause() -> None:
+        Round.objects.filter(pk=open_round.pk).update(status=Round.Status.PAUSED)
+        connection.close()
+
+    first = threading.Thread(target=submission_in_flight)
+    first.start()
+    assert holding.wait(10)
+    create(other, open_round, template)  # not held up by the other submission
+    pausing = threading.Thread(target=pause)
+    pausing.start()
+    pausing.join(0.5)
+    assert pausing.is_alive()  # the pause waits for the submission to commit
+    done.set()
+    first.join(10), pausing.join(10)
+    assert Round.objects.get(pk=open_round.pk).status == Round.Status.PAUSED

@@ -54,12 +54,14 @@ def _log_in(url: str, output: str, username: str) -> httpx.Client:
 
 def test_it_runs_the_demo_on_embedded_defaults_and_stops_cleanly(tmp_path) -> None:
     port = free_port()
-    proc = _up(tmp_path, port)
+    proc = _up(tmp_path, port, "--web", "2")
     lines: list[str] = []
     try:
         _read_until(proc, lines, "Workshop running", 60)
+        _read_until(proc, lines, "web process(es)", 10)
         output = "".join(lines)
         assert "filmmaker1" in output and "private Redis" in output
+        assert f"2 web process(es) on 127.0.0.1:{port}" in output
         assert httpx.get(f"http://127.0.0.1:{port}/accounts/login/").status_code == 200
         assert (tmp_path / "workshop.sqlite3").exists()
     finally:

@@ -7,6 +7,7 @@ import functools
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workshop.settings")
@@ -17,9 +18,9 @@ from workshop import require_secret_key  # noqa: E402
 require_secret_key()
 
 # Imported after Django is set up: the consumers use the ORM.
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from generations.live.auth import AuthMiddlewareStack  # noqa: E402
 from generations.routing import websocket_urlpatterns  # noqa: E402
 from workshop.security import ExactOriginValidator  # noqa: E402
 
@@ -68,9 +69,51 @@ def paced(inner: Any) -> Any:
     return app
 
 
+def gated(inner: Any, most: int) -> Any:
+    """At most `most` HTTP requests of this process run at once; the others wait on the event loop.
+
+    Django runs each request on a thread of its own: a burst of two hundred threads shares one
+    interpreter lock, starves the event loop (which then serves every socket and Redis late) and
+    queues on the database pool anyway. A request takes its turn once its body is read (a worker's
+    upload of a take is not held up, nor holds anyone up, while it arrives) and gives it back when its
+    response starts (a long download holds no turn)."""
+    gate = asyncio.Semaphore(most)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        if scope["type"] != "http":
+            return await inner(scope, receive, send)
+        holding = False
+
+        async def receive_then_wait() -> dict[str, Any]:
+            nonlocal holding
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body") and not holding:
+                await gate.acquire()
+                holding = True
+            return message
+
+        def release() -> None:
+            nonlocal holding
+            if holding:
+                holding = False
+                gate.release()
+
+        async def send_then_release(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                release()
+            await send(message)
+
+        try:
+            return await inner(scope, receive_then_wait, send_then_release)
+        finally:
+            release()
+
+    return app
+
+
 application = ProtocolTypeRouter(
     {
-        "http": paced(django_asgi_app),
+        "http": paced(gated(django_asgi_app, settings.WEB_REQUESTS_AT_ONCE)),
         "websocket": ExactOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

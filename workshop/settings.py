@@ -115,6 +115,7 @@ TEMPLATES = [
 ]
 
 # PostgreSQL in production and tests; a SQLite file is the embedded demo default.
+DB_POOL_MAX_SIZE = envint("DB_POOL_MAX_SIZE", 4)  # 0: no pool, a new connection each time
 DATABASES = {
     "default": dj_database_url.parse(
         env("DATABASE_URL", f"sqlite:///{LOCAL_DIR / 'workshop.sqlite3'}"),
@@ -130,18 +131,47 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DB_POOL_MAX_SIZE > 0:
+    # A pool per process (Django's native psycopg pool) instead of a new PostgreSQL session for every
+    # request and socket message. PostgreSQL's max_connections (100 by default) is shared by every
+    # process: web processes × DB_POOL_MAX_SIZE + conductors × DB_POOL_MAX_SIZE must stay well under it.
+    # A thread waits up to DB_POOL_TIMEOUT seconds for a free connection, then the request fails.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": envint("DB_POOL_MIN_SIZE", 1),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": envint("DB_POOL_TIMEOUT", 30),
+    }
 
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Connections each process's Redis clients may open at once (the server allows 10,000 by default).
+REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 1000)
+
+# The channel layer's Redis connections, set explicitly: redis-py 8's default 5 s socket timeout
+# races channels-redis's 5 s blocking read (BZPOPMIN) and closes idle sockets with 1011
+# (channels_redis#422). Reads may block past the server-side timeout; connects may not.
+# redis-py 8 also caps a pool at 100 connections and fails past them ("Too many connections"): a
+# burst of a few hundred sockets joining their groups at once needs more.
+CHANNEL_LAYER_CONNECTION = {
+    "socket_timeout": envint("CHANNEL_LAYER_SOCKET_TIMEOUT", 30),
+    "socket_connect_timeout": 5,
+    "socket_keepalive": True,
+    "max_connections": REDIS_MAX_CONNECTIONS,
+}
 
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
+            "hosts": [{"address": REDIS_URL, **CHANNEL_LAYER_CONNECTION}],
             "prefix": env("CHANNELS_PREFIX", "workshop:asgi"),
         },
     }
 }
+
+# `manage.py web` (compose's web service, `deploy/up.sh --web N`): daphne processes behind one port.
+WEB_PROCESSES = envint("WEB_PROCESSES", 1)
+# HTTP requests each process runs at once (workshop.asgi.gated): each holds a database connection.
+WEB_REQUESTS_AT_ONCE = max(DB_POOL_MAX_SIZE, 2)
 
 # Every RQ queue a WorkflowTemplate may name. Workers on GPU hosts read the same Redis.
 RQ_QUEUE_NAMES = envlist("RQ_QUEUES", ["video", "image"])

@@ -10,7 +10,8 @@ from django.conf import settings
 
 @cache
 def _connection(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
+    # redis-py 8 fails past 100 connections in a pool; a burst's request threads may need more.
+    return redis.Redis.from_url(url, max_connections=settings.REDIS_MAX_CONNECTIONS)
 
 
 def connection() -> redis.Redis:

@@ -41,6 +41,7 @@ from generations.fleet.workers import sync as fleet_sync
 from generations.live import groups
 from generations.models import Generation, Round
 from generations.queue.line import load, pending_of
+from generations.queue.snapshot import LineKeeper
 from generations.queue.window import windows_update
 from gpu_worker import protocol
 
@@ -78,7 +79,9 @@ class Conductor:
         self._elected = False
         self.reconciler = Reconciler(self.redis)
         self._last_reconcile = 0.0
-        self._queued_signature: tuple[int, ...] = ()
+        # Positions and ETAs, computed once per pass that moved the line; pushed to those it moved for.
+        self.line = LineKeeper()
+        self._line_moved = False
         self._woken_at: float | None = None
         self._last_wake_pass = 0.0
         self.autoscaler = Autoscaler()
@@ -140,9 +143,7 @@ class Conductor:
                 "template"
             )
         )
-        signature = tuple(sorted(g.pk for g in queued))
         if not queued:
-            self._queued_signature = signature
             return 0
         in_flight, finished = load()
         workers = self.worker_count()
@@ -151,11 +152,8 @@ class Conductor:
         capacity = self.capacity({g.template.queue for g in queued})
         chosen = plan(pending_of(queued), in_flight, finished, capacity, caps)
         sent = sum(self._send(by_id[p.id]) for p in chosen)
-        remaining = tuple(sorted(set(signature) - {p.id for p in chosen}))
-        if sent or closed or remaining != self._queued_signature:
-            # Positions and ETAs moved for everyone still waiting.
-            groups.queue_moved(owner_ids={by_id[i].owner_id for i in remaining})
-        self._queued_signature = remaining
+        if closed:
+            self._line_moved = True  # held jobs are released: positions change even if none was sent
         return sent
 
     def _send(self, generation: Generation) -> bool:
@@ -314,6 +312,8 @@ class Conductor:
             self._woken_at = None
             self._last_wake_pass = time.monotonic()
         self.dispatch_once()
+        self.line.refresh(self.redis, force=self._line_moved)
+        self._line_moved = False
         if time.monotonic() - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = time.monotonic()
             self.reconcile_once()

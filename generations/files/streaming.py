@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.http import HttpRequest, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
@@ -22,12 +22,12 @@ _DONE = object()
 
 def streamed(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
     """The response, its synchronous content made asynchronous when served under ASGI."""
-    if (
-        isinstance(request, ASGIRequest)
-        and isinstance(response, StreamingHttpResponse)
-        and not response.is_async
-    ):
-        response.streaming_content = one_chunk_at_a_time(iter(response.streaming_content))
+    if isinstance(request, ASGIRequest) and isinstance(response, StreamingHttpResponse):
+        if not response.is_async:
+            response.streaming_content = one_chunk_at_a_time(iter(response.streaming_content))
+        # The view is done with the database: give its connection back to the pool now, or the
+        # request's thread would hold it until the last byte of a download minutes from now.
+        close_old_connections()
     return response
 
 

@@ -9,7 +9,6 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import async_to_sync
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import WebsocketConsumer
 from django.http import Http404
 from django.template.loader import render_to_string
@@ -24,6 +23,7 @@ from generations.gallery.selectors import (
     shared_gallery,
 )
 from generations.live import groups
+from generations.live.threads import on_a_thread
 from generations.models import Generation
 from generations.queue.access import current_takes, is_shared, round_for_user, sees_everything
 from workshop.inputs import int_or_none
@@ -41,7 +41,9 @@ def _ids(raw: list[str] | None) -> list[int]:
 class _GalleryConsumer(WebsocketConsumer):
     groups_joined: list[str]
 
-    @database_sync_to_async
+    # Each message is handled on a worker thread (not the one thread that synchronous views and
+    # thread-sensitive code share), so a slow gallery render holds up no other socket.
+    @on_a_thread
     def dispatch(self, message: dict[str, Any]) -> None:
         # The groups we join are shared with other pages, which hear of more kinds of change
         # than we render; ignore those instead of failing the socket.

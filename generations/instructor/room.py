@@ -22,8 +22,10 @@ from generations.instructor.spotlight import spotlight_current
 from generations.instructor.workshop import workshop_current
 from generations.models import Generation, Round
 from generations.queue import eta
-from generations.queue.quota import Quota, quota_for
-from generations.queue.selectors import round_circled_takes
+from generations.queue.access import current_takes
+from generations.queue.quota import Quota, quotas_for
+from generations.queue.selectors import NOT_SHOWN
+from generations.queue.snapshot import line_estimates
 from generations.queue.window import seconds_left, window_of
 
 S = Generation.Status
@@ -63,10 +65,15 @@ def room_filmmakers(rnd: Round) -> list[FilmmakerRow]:
         .values_list("owner_id", "status", "n")
     ):
         counts.setdefault(owner_id, Counter())[status] = n
-    circled = Counter(t.generation.owner_id for t in round_circled_takes(rnd))
+    circled = Counter(
+        current_takes()
+        .filter(generation__round=rnd, circled=True)
+        .values_list("generation__owner_id", flat=True)
+    )
     enrolled = list(rnd.filmmakers.values_list("pk", flat=True))
     expected = Q(pk__in=enrolled) if enrolled else Q(role=User.Role.FILMMAKER, is_active=True)
-    people = User.objects.filter(expected | Q(pk__in=counts)).order_by("username")
+    people = list(User.objects.filter(expected | Q(pk__in=counts)).order_by("username"))
+    quotas = quotas_for((u.pk for u in people if not u.is_instructor), rnd)
     rows = []
     for user in people:
         c = counts.get(user.pk, Counter())
@@ -78,7 +85,7 @@ def room_filmmakers(rnd: Round) -> list[FilmmakerRow]:
                 done=c[S.SUCCEEDED],
                 failed=c[S.FAILED],
                 circled=circled[user.pk],
-                quota=None if user.is_instructor else quota_for(user, rnd),
+                quota=quotas.get(user.pk),
             )
         )
     return rows
@@ -135,10 +142,11 @@ def room_state(rnd: Round) -> dict[str, Any]:
     active = list(
         Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT))
         .select_related("owner", "template", "round")
+        .defer(*NOT_SHOWN)
         .order_by("created_at")
     )
     try:
-        estimates = eta.estimates(conn)
+        estimates = line_estimates(conn)  # as published for the whole queue, not recomputed per render
     except redis.RedisError:
         estimates = {}
     queued = [g for g in active if g.status == S.QUEUED and g.round_id == rnd.pk]
@@ -151,6 +159,7 @@ def room_state(rnd: Round) -> dict[str, Any]:
     finished = list(
         Generation.objects.filter(round=rnd, status__in=Generation.TERMINAL)
         .select_related("owner", "template")
+        .defer(*NOT_SHOWN)
         .prefetch_related("takes")
         .order_by("-finished_at", "-pk")[:12]
     )

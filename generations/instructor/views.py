@@ -5,8 +5,7 @@ Thin: each parses the request, calls one service (which tells the live pages) an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import IO, Any
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -23,7 +22,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from accounts.models import User
 from accounts.views import instructor_required
 from generations.broker.connection import connection
-from generations.files.streaming import stream_response
+from generations.files.ranges import ranged_file_response
+from generations.files.streaming import stream_response, streamed
 from generations.fleet import autoscale
 from generations.fleet.costs import spend_for
 from generations.instructor import announcements, exports, lifecycle, spotlight, workshop
@@ -406,12 +406,6 @@ def round_brief_image(request: HttpRequest, pk: int, name: str) -> HttpResponseB
     if found is None:
         raise Http404("No such image")
     f, size, content_type = found
-    response = stream_response(request, _read(f), content_type=content_type, size=size)
-    response["Cache-Control"] = "private, max-age=3600"
-    return response
-
-
-def _read(f: IO[bytes]) -> Iterator[bytes]:
-    with f:
-        while chunk := f.read(256 * 1024):
-            yield chunk
+    return streamed(
+        request, ranged_file_response(request, f, size=size, content_type=content_type, filename=name)
+    )

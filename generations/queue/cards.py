@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import redis
+
 from accounts.models import User
 from generations.broker.connection import connection
 from generations.broker.previews import previews
@@ -12,6 +14,7 @@ from generations.models import Generation, Round
 from generations.queue import eta
 from generations.queue.quota import quota_for
 from generations.queue.selectors import active_of
+from generations.queue.snapshot import line_estimates
 
 
 def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
@@ -19,11 +22,14 @@ def with_estimates(generations: Iterable[Generation]) -> list[Generation]:
     when it is ready while running; or None) to each generation for its job card, and `preview_ts`
     to running ones that have a preview frame."""
     items = list(generations)
-    active = [g for g in items if g.is_active]
-    if all(g.status == Generation.Status.RUNNING for g in active):
-        found = eta.running_estimates(active)  # a progress push: no need to lay out the line
-    else:
-        found = eta.estimates(connection(), only=active)
+    # Running: from its own progress (cheap, and fresher than any line). Waiting or sent to a worker:
+    # the line as last published for the whole queue, no per-card (or per-socket) recomputation.
+    found = eta.running_estimates([g for g in items if g.status == Generation.Status.RUNNING])
+    waiting = [g.pk for g in items if g.status in (Generation.Status.QUEUED, Generation.Status.DISPATCHED)]
+    try:
+        found.update(line_estimates(connection(), waiting) if waiting else {})
+    except redis.RedisError:
+        pass  # the cards say "waiting for a GPU" until Redis answers again
     for g in items:
         g.estimate = found.get(g.pk)  # type: ignore[attr-defined]
     return with_previews(items)

@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import F, Prefetch, prefetch_related_objects
 
 from accounts.models import User
 from generations.models import Generation, Round, Take
 from generations.queue.access import counting_takes, current_takes, with_takes
 
+# What a card never shows: resolved workflows are tens of kB of JSON each with ComfyUI, read on every
+# push to every socket.
+NOT_SHOWN = ("workflow", "error_detail", "template__workflow")
 
-def generations_of(user: User, rnd: Round) -> QuerySet[Generation]:
-    """A filmmaker's queue in a round, newest first."""
-    return with_takes(Generation.objects.filter(owner=user, round=rnd)).order_by("-created_at")
+
+def generations_of(user: User, rnd: Round) -> list[Generation]:
+    """A filmmaker's queue in a round, newest first; the takes of those that succeeded (the only
+    cards that show takes: in a burst, no query for them)."""
+    found = list(
+        Generation.objects.filter(owner=user, round=rnd)
+        .select_related("template")
+        .defer(*NOT_SHOWN)
+        .order_by("-created_at")
+    )
+    succeeded = [g for g in found if g.status == Generation.Status.SUCCEEDED]
+    prefetch_related_objects(succeeded, Prefetch("takes", queryset=Take.objects.order_by("pk")))
+    return found
 
 
 def active_of(user: User, rnd: Round) -> list[Generation]:
     """A filmmaker's generations in a round that are not finished: running first, then those sent
     to a worker, then the waiting ones (the caller orders those by their place in line)."""
     rank = {Generation.Status.RUNNING: 0, Generation.Status.DISPATCHED: 1, Generation.Status.QUEUED: 2}
-    active = generations_of(user, rnd).filter(status__in=tuple(rank))
+    active = (
+        Generation.objects.filter(owner=user, round=rnd, status__in=tuple(rank))
+        .select_related("template")
+        .defer(*NOT_SHOWN)
+    )
     return sorted(active, key=lambda g: (rank[g.status], g.created_at))
 
 
@@ -26,7 +43,7 @@ def finished_of(user: User, rnd: Round) -> list[Generation]:
     """A filmmaker's finished generations in a round (takes, failures, cancels), last finished first."""
     return list(
         with_takes(Generation.objects.filter(owner=user, round=rnd, status__in=Generation.TERMINAL))
-        .defer("workflow", "error_detail")
+        .defer(*NOT_SHOWN)
         .order_by(F("finished_at").desc(nulls_last=True), "-created_at")
     )
 

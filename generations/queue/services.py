@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 
@@ -52,9 +52,11 @@ def generation_create(
             return _resubmitted(existing, owner)
     try:
         with transaction.atomic():
-            # Lock the round: a concurrent pause/close, or a second submission of the same
-            # filmmaker counting against the quota, waits for us.
-            rnd = Round.objects.select_for_update().filter(pk=round_id).first()
+            # A concurrent pause/close waits for us (the round is share-locked: other filmmakers'
+            # submissions go on at once, a burst is not one long line), and so does a second
+            # submission of the same filmmaker counting against the quota (their row is locked).
+            rnd = _round_share_locked(round_id)
+            User.objects.select_for_update().filter(pk=owner.pk).exists()
             _check_open(rnd, template, owner)
             assert rnd is not None
             workflow = resolve_workflow(template.workflow, parse_spec(template.param_spec), params)
@@ -85,6 +87,15 @@ def _resubmitted(existing: Generation, owner: User) -> Generation:
     if existing.owner_id != owner.pk:
         raise SubmissionRefused("This form was already used: reload the page and submit again.")
     return existing
+
+
+def _round_share_locked(round_id: int) -> Round | None:
+    """The round, locked FOR SHARE until the transaction ends: its state cannot change meanwhile,
+    but other submissions may read it too (SQLite, the demo's, locks the whole file anyway)."""
+    if connection.vendor != "postgresql":
+        return Round.objects.filter(pk=round_id).first()
+    table = Round._meta.db_table
+    return next(iter(Round.objects.raw(f'SELECT * FROM "{table}" WHERE id = %s FOR SHARE', [round_id])), None)
 
 
 def _check_open(rnd: Round | None, template: WorkflowTemplate, owner: User) -> None:

@@ -95,7 +95,7 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
     rnd = round_for_user(request.user, pk)
     template_id = int_or_none(request.POST.get("template", ""))
-    template = rnd.templates.filter(pk=template_id).first() if template_id is not None else None
+    template = next((t for t in rnd.templates.all() if t.pk == template_id), None)  # prefetched
     form = _form_for(template, data=request.POST)
     error = ""
     if template is None:
@@ -117,13 +117,30 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             locked = request.POST.get("seed_lock") == "on"
             again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(form)}
             form = _form_for(template, initial=again)
-            context = _page_context(request, rnd, template=template, form=form, seed_locked=locked)
+            context = _form_context(
+                rnd, template, form, seed_locked=locked, **queue_context(request.user, rnd)
+            )
             response = render(request, f"{PAGE}#submit-response", context)
             return toast(response, f"#{generation.pk} is in the queue.")
-    context = _page_context(
-        request, rnd, template=template, form=form, form_error=error, seed_locked="seed_lock" in request.POST
-    )
+    # An unknown template: the round's first one, with the message above it.
+    shown = template or next(iter(rnd.templates.all()), None)
+    context = _form_context(rnd, shown, form, form_error=error, seed_locked="seed_lock" in request.POST)
     return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _form_context(
+    rnd: Round, template: WorkflowTemplate | None, form: ParamsForm, **extra: Any
+) -> dict[str, Any]:
+    """Only what the submit form (and the queue beside it) shows: an answer to every filmmaker's
+    click in a burst reads nothing else."""
+    return {
+        "round": rnd,
+        "template_obj": template,
+        "form": form,
+        "composer": composer(form),
+        "submit_token": uuid.uuid4(),
+        **extra,
+    }
 
 
 def _seed_names(form: ParamsForm) -> set[str]:

@@ -1,14 +1,16 @@
 """`manage.py up`: the whole workshop on this machine, for a demo or development.
 
-Migrates, seeds the demo when the database is empty, then runs daphne, the conductor
-and local GPU workers on the synthetic backend (plus a private Redis when REDIS_URL is
-not set) until Ctrl-C, which stops all of them in order. With ``--comfyui`` each worker
-drives a real ComfyUI on the CPU instead (installed by ``deploy/bootstrap.py --comfyui``),
-which it starts itself, and the demo round offers the model-free template.
+Migrates, seeds the demo when the database is empty, then runs the web side (``--web N``
+daphne processes behind one port: ``manage.py web``), the conductor and local GPU workers on
+the synthetic backend (plus a private Redis when REDIS_URL is not set) until Ctrl-C, which
+stops all of them in order. With ``--comfyui`` each worker drives a real ComfyUI on the CPU
+instead (installed by ``deploy/bootstrap.py --comfyui``), which it starts itself, and the
+demo round offers the model-free template.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import shlex
 import shutil
@@ -43,6 +45,17 @@ def _port_taken(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _answers(host: str, port: int) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("GET", "/accounts/login/")
+        return conn.getresponse().status < 500
+    except OSError:
+        return False
+    finally:
+        conn.close()
+
+
 class Command(BaseCommand):
     help = "Run the whole workshop locally: web (daphne), conductor, GPU workers, and Redis if needed."
 
@@ -50,6 +63,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--workers", type=int, default=int(os.environ.get("GPU_WORKER_COUNT", "2")))
+        parser.add_argument(
+            "--web",
+            type=int,
+            default=settings.WEB_PROCESSES,
+            help="Web (daphne) processes behind the one port (manage.py web; WEB_PROCESSES)",
+        )
         parser.add_argument(
             "--frame-delay",
             type=float,
@@ -90,11 +109,8 @@ class Command(BaseCommand):
             call_command("migrate", interactive=False, verbosity=0)
             call_command("load_templates")
             self._print_logins(MODEL_FREE.slug if opts["comfyui"] else None)
-            self._start(
-                "web",
-                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "workshop.asgi:application"],
-                env,
-            )
+            web = ["manage.py", "web", "--host", host, "--port", str(port), "--processes", str(opts["web"])]
+            self._start("web", [sys.executable, *web], env)
             self._start("conductor", [sys.executable, "manage.py", "conductor"], env)
             self._start_workers(opts, env)
             self._wait_for_port(host, port)
@@ -200,8 +216,9 @@ class Command(BaseCommand):
         raise CommandError("The private Redis did not start; see its output above.")
 
     def _wait_for_port(self, host: str, port: int) -> None:
+        # The port listens before daphne runs (manage.py web binds it first): wait for an answer.
         for _ in range(300):
-            if _port_taken(host, port):
+            if _answers(host, port):
                 return
             if any(name == "web" and proc.poll() is not None for name, proc in self.procs):
                 break
