@@ -65,8 +65,13 @@ def run_burst(
         "--synthetic-frame-delay",
         str(frame_delay),
     ]
+    env = dict(stack.env)
+    if stack.redis_server is not None:
+        # One enrolled host for all the workers the provider starts (as manage.py up --autoscale).
+        credential = stack.enrol("local-fleet")
+        env.update(REDIS_URL=credential["REDIS_URL"], JOB_VERIFY_KEY=credential["JOB_VERIFY_KEY"])
     local = LocalFleet(
-        command, dict(stack.env), queue="video", max_workers=max_workers, cwd=str(REPO), log_dir=stack.logs
+        command, env, queue="video", max_workers=max_workers, cwd=str(REPO), log_dir=stack.logs
     )
     params = {"prompt": "burst", "seed": 1, "frames": 9, "width": 32, "height": 32, "fps": 12}
     timeline: list[dict[str, Any]] = []
@@ -112,12 +117,13 @@ def run_burst(
 def main() -> None:
     from bench.common import live_stack, round_with_synthetic, setup
 
-    conn = setup()
+    setup()
     from accounts.models import User
 
     owner = User.objects.create_user("burst", password=None, role=User.Role.INSTRUCTOR)
     rnd, template = round_with_synthetic("Autoscale")
     stack = live_stack("autoscale")
+    conn = stack.redis_server.admin()
     try:
         figures = run_burst(
             stack,

@@ -223,7 +223,9 @@ class Chaos:
 
     def fault_redis(self) -> None:
         down = time.monotonic()
-        self.redis_server.restart()
+        # Its data and the GPU hosts' users lost (the app's come back from its config; the conductor
+        # applies the hosts' again).
+        self.redis_server.restart_empty()
         self.say(f"restarted redis-server (data lost), down {time.monotonic() - down:.1f} s")
 
     def fault_flush(self) -> None:
@@ -364,20 +366,19 @@ def run_chaos(
     stack: Any, redis_server: Any, conn: Any, owners: list[Any], rnd: Any, template: Any, plan: Plan
 ) -> dict[str, Any]:
     """Load, faults, drain; returns the figures. `stack` is a tests.live.LiveStack not started yet whose
-    processes use `redis_server` (a tests.live.PrivateRedis), and `conn` a client of it."""
+    processes use `redis_server` (a tests.redis_server.RedisServer, ACLs on), and `conn` its admin."""
     for name in PRODUCTION:
         stack.env.pop(name, None)
     return Chaos(stack, redis_server, conn, owners, rnd, template, plan).run()
 
 
 def main() -> None:
-    from tests.live import PrivateRedis
+    from tests.redis_server import RedisServer
 
     for name in PRODUCTION:
         os.environ.pop(name, None)
-    folder = Path(tempfile.mkdtemp(prefix="bench-chaos-redis-"))
-    redis_server = PrivateRedis(folder).start()
-    os.environ["REDIS_URL"] = redis_server.url
+    # A redis-server of this run's own (with ACLs, as in production): the run restarts and flushes it.
+    redis_server = RedisServer(Path(tempfile.mkdtemp(prefix="bench-chaos-redis-"))).start()
     try:
         figures, plan, logs = _run(redis_server)
     finally:
@@ -402,7 +403,7 @@ def main() -> None:
 def _run(redis_server: Any) -> tuple[dict[str, Any], Plan, Path]:
     from bench.common import live_stack, round_with_synthetic, setup
 
-    conn = setup()
+    setup()
     from accounts.models import User
 
     faults = tuple(f for f in os.environ.get("CHAOS_FAULTS", ",".join(FAULTS)).split(",") if f)
@@ -412,9 +413,9 @@ def _run(redis_server: Any) -> tuple[dict[str, Any], Plan, Path]:
         for i in range(1, plan.filmmakers + 1)
     ]
     rnd, template = round_with_synthetic("Chaos", quota=10_000)
-    stack = live_stack("chaos")
+    stack = live_stack("chaos", redis_server)
     try:
-        figures = run_chaos(stack, redis_server, conn, owners, rnd, template, plan)
+        figures = run_chaos(stack, redis_server, redis_server.admin(), owners, rnd, template, plan)
     finally:
         stack.stop()
     return figures, plan, stack.logs.parent

@@ -79,19 +79,28 @@ def setup() -> Any:
     return conn
 
 
-def live_stack(prefix: str) -> Any:
-    """A tests.live.LiveStack on the bench database, logs and media in a fresh temporary folder."""
+def live_stack(prefix: str, redis_server: Any = None, *, acl: bool = True) -> Any:
+    """A tests.live.LiveStack on the bench database, logs and media in a fresh temporary folder, on a
+    private Redis with ACLs as in production (``redis_server``, else one started here) unless ``acl``
+    is off (then on the claimed Redis database, for bench/pipeline.py's baseline)."""
     from django.conf import settings
 
     from tests.live import LiveStack
+    from tests.redis_server import WEB_USER, RedisServer
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
     (tmp / "logs").mkdir()
+    if acl and redis_server is None:
+        redis_server = RedisServer(tmp / "redis").start()
+        atexit.register(redis_server.stop)
+    if redis_server is not None:
+        settings.REDIS_URL = redis_server.url(WEB_USER)
     stack = LiveStack(
         database=os.environ["DATABASE_URL"],
         redis_url=settings.REDIS_URL,
         media_root=tmp / "media",
         logs=tmp / "logs",
+        redis_server=redis_server,
     )
     settings.PUBLIC_BASE_URL = stack.url
     return stack

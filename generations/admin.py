@@ -12,12 +12,15 @@ from django.urls import URLPattern, path, reverse
 
 from generations.authoring.import_forms import ImportMapping, UploadForm
 from generations.authoring.importer import WorkflowImportError, propose, workflow_parse
+from generations.fleet import hosts
 from generations.fleet.costs import worker_spend
 from generations.models import (
     Announcement,
     Generation,
+    GpuHost,
     QuotaTopUp,
     Round,
+    SecurityEvent,
     Take,
     Worker,
     WorkflowTemplate,
@@ -158,6 +161,7 @@ class AnnouncementAdmin(admin.ModelAdmin):
 class WorkerAdmin(admin.ModelAdmin):
     list_display = (
         "name",
+        "host",
         "provider",
         "gpu",
         "state",
@@ -166,10 +170,82 @@ class WorkerAdmin(admin.ModelAdmin):
         "last_seen",
         "spend",
     )
-    list_filter = ("provider", "state", "gpu")
+    list_filter = ("provider", "state", "gpu", "host")
     search_fields = ("name", "gpu")
     readonly_fields = ("first_seen", "last_seen", "online_seconds", "busy_seconds")
 
     @admin.display(description="Spend so far")
     def spend(self, obj: Worker) -> str:
         return f"{worker_spend(obj):.2f}"
+
+
+class HostAddForm(forms.ModelForm):
+    class Meta:
+        model = GpuHost
+        fields = ("name", "kind", "note")
+
+
+@admin.register(GpuHost)
+class GpuHostAdmin(admin.ModelAdmin):
+    """Add a GPU host: its Redis user is created and its environment shown once. Revoke: at once."""
+
+    list_display = ("name", "kind", "username", "created_at", "revoked_at")
+    list_filter = ("kind", "revoked_at")
+    search_fields = ("name", "username", "note")
+    readonly_fields = ("username", "secret_sha256", "created_at", "created_by", "revoked_at", "revoked_by")
+    actions = ["revoke"]
+
+    def get_form(self, request: HttpRequest, obj: GpuHost | None = None, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = HostAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: GpuHost | None = None) -> Any:
+        return ("name", "kind", *self.readonly_fields) if obj else ()
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        if request.method != "POST":
+            return super().add_view(request, form_url, extra_context)
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = HostAddForm(request.POST)
+        if form.is_valid():
+            try:
+                enrolment = hosts.host_enrol(**form.cleaned_data, by=request.user)
+            except hosts.EnrolRefused as exc:
+                form.add_error("name", str(exc))
+            else:
+                self.log_addition(request, enrolment.host, [{"added": {}}])
+                context = {
+                    **self.admin_site.each_context(request),
+                    "opts": self.opts,
+                    "title": f"{enrolment.host.name} is enrolled",
+                    "enrolment": enrolment,
+                }
+                response = TemplateResponse(request, "admin/generations/gpuhost/enrolled.html", context)
+                response["Cache-Control"] = "no-store"
+                return response
+        for error in form.errors.values():
+            messages.error(request, " ".join(error))
+        return HttpResponseRedirect(request.path)
+
+    @admin.action(description="Revoke: close its connections, re-dispatch its jobs")
+    def revoke(self, request: HttpRequest, queryset: Any) -> None:
+        done = [h.name for h in queryset if hosts.host_revoke(host=h, by=request.user)]
+        messages.success(request, f"Revoked: {', '.join(done) or 'none (already revoked)'}.")
+
+    def has_delete_permission(self, request: HttpRequest, obj: GpuHost | None = None) -> bool:
+        return False  # revoke instead: the record says who held which attempt
+
+
+@admin.register(SecurityEvent)
+class SecurityEventAdmin(admin.ModelAdmin):
+    list_display = ("last_at", "kind", "host", "count", "generation_id", "attempt", "detail")
+    list_filter = ("kind", "host")
+    search_fields = ("detail",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -153,6 +153,11 @@ class Generation(models.Model):
     # Bumped on every dispatch; events and uploads of an older attempt are ignored.
     attempt = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=120, blank=True)
+    # The enrolled host holding the current attempt: bound by its first "started"; events and uploads
+    # of this attempt from any other credential are refused. Reset with every new attempt.
+    host = models.ForeignKey(
+        "GpuHost", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     progress = models.FloatField(default=0)
     progress_message = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True, help_text="Shown to the filmmaker")
@@ -200,6 +205,71 @@ class QuotaTopUp(models.Model):
         return f"+{self.amount} for {self.filmmaker} in {self.round}"
 
 
+class GpuHost(models.Model):
+    """An enrolled GPU host (or serverless endpoint): a tenant with one Redis ACL user that may take
+    our jobs, report on the attempts it holds and upload their outputs, and nothing else. The
+    secret is shown once and stored as its SHA-256 (which Redis ACLs accept as ``#<hash>``)."""
+
+    class Kind(models.TextChoices):
+        VERDA_INSTANCE = "verda-instance", "Verda instance"
+        VERDA_SERVERLESS = "verda-serverless", "Verda serverless"
+        RUNPOD = "runpod-serverless", "RunPod serverless"
+        KUBERNETES = "kubernetes", "Kubernetes secret"
+        LOCAL = "local", "Local"
+
+    name = models.SlugField(max_length=40, unique=True, help_text="Lower-case letters, digits and hyphens")
+    username = models.CharField(max_length=60, unique=True, help_text="Its Redis ACL user")
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.VERDA_INSTANCE)
+    secret_sha256 = models.CharField(max_length=64)
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "GPU host"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class SecurityEvent(models.Model):
+    """Something a GPU host sent that crossed its boundary and was refused; repeats within a minute
+    add to ``count`` instead of a new row (a host must not be able to flood the table)."""
+
+    class Kind(models.TextChoices):
+        FOREIGN_EVENT = "foreign-event", "Event for an attempt another host holds"
+        FOREIGN_UPLOAD = "foreign-upload", "Upload for an attempt another host holds"
+        BAD_CREDENTIAL = "bad-credential", "Upload with a missing, wrong or revoked credential"
+        INVALID_EVENT = "invalid-event", "Event that failed validation"
+        REFUSED_JOB = "refused-job", "Job a worker refused (not ours, unsigned, altered or expired)"
+
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    host = models.ForeignKey(GpuHost, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    generation_id = models.PositiveBigIntegerField(null=True, blank=True)
+    attempt = models.PositiveIntegerField(null=True, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    first_at = models.DateTimeField(auto_now_add=True)
+    last_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-last_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ×{self.count}"
+
+
 class Worker(models.Model):
     """A GPU worker as its heartbeats describe it, kept after it leaves so spend adds up."""
 
@@ -223,6 +293,9 @@ class Worker(models.Model):
     last_seen = models.DateTimeField()
     online_seconds = models.FloatField(default=0, help_text="Sum of the heartbeat intervals seen")
     busy_seconds = models.FloatField(default=0)
+    host = models.ForeignKey(
+        GpuHost, on_delete=models.SET_NULL, null=True, blank=True, related_name="workers"
+    )
 
     class Meta:
         ordering = ["name"]

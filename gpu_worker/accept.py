@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 if TYPE_CHECKING:
     from gpu_worker.backends.comfyui import ComfyUIBackend
@@ -305,15 +306,22 @@ def start_worker(
     timed from its start to ``idle`` through its /health endpoint; with ``command`` it launches
     ComfyUI itself, as the worker image does. Stop it with ``.process.stop()``: it drains, says
     goodbye and stops the ComfyUI it launched."""
+    from gpu_worker import host, protocol, signing
+
     token = uuid.uuid4().hex[:8]
     port = free_port()
+    # An enrolled host's worker may use only the fleet's queues and its own accept queue (its ACL).
+    credential = host.credential_from_url(args.redis_url)
+    queue = protocol.accept_queue(credential.username) if credential else f"accept-{token}"
     argv = [sys.executable, "-m", "gpu_worker", "run", "--backend", "comfyui", "--redis-url", args.redis_url]
-    argv += ["--comfyui-url", args.comfyui_url, "--name", name, "--queues", f"accept-{token}"]
+    argv += ["--comfyui-url", args.comfyui_url, "--name", name, "--queues", queue]
     argv += ["--events-stream", f"workshop:accept:{token}", "--health-port", str(port)]
     if command:
         argv += ["--comfyui-command", command, "--comfyui-log", str(comfyui_log)]
     # A serverless worker's limits would make it exit, and stop its ComfyUI, in the middle of the steps.
     env = {k: v for k, v in os.environ.items() if k not in ("GPU_WORKER_IDLE_EXIT_S", "GPU_WORKER_MAX_JOBS")}
+    # It takes no job, so any key will do where the host was not given the web app's yet.
+    env.setdefault("JOB_VERIFY_KEY", signing.public_key_text(Ed25519PrivateKey.generate()))
     worker = Process(argv, log_path, env)
     answering: float | None = None
     while time.monotonic() - worker.started < args.start_timeout:

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds slept per frame by the synthetic backend, to mimic GPU time",
     )
     run.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    run.add_argument(
+        "--verify-key",
+        default=os.environ.get("JOB_VERIFY_KEY", ""),
+        help="the conductor's public key: jobs not signed with its private key are refused "
+        "(env JOB_VERIFY_KEY; required)",
+    )
     _identity_arguments(run)
     _serverless_arguments(run)
     _comfyui_arguments(run)
@@ -246,16 +252,28 @@ def run_worker(args: argparse.Namespace) -> int:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
+    from gpu_worker import host, signing
     from gpu_worker.backends import get_backend
+    from gpu_worker.events import EventEmitter
     from gpu_worker.health import HealthServer
     from gpu_worker.heartbeat import BUSY, DRAINING, IDLE, WARMING, Heartbeat, identity
     from gpu_worker.horse import HorseWorker, Phase, RenderLock
-    from gpu_worker.jobs import WorkerConfig, backend_options, configure
+    from gpu_worker.jobs import WorkerConfig, backend_options, configure, upload_options
     from gpu_worker.warmup import Gate, Launcher
 
     queues = [name.strip() for name in args.queues.split(",") if name.strip()]
     if not queues:
         raise SystemExit("--queues names no queue")
+    if not args.verify_key:
+        raise SystemExit("JOB_VERIFY_KEY (or --verify-key) is required: the public key the web app shows")
+    try:
+        verify_key = signing.public_key_from_text(args.verify_key)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    # An enrolled host writes only under its own name (see gpu_worker.host).
+    credential = host.credential_from_url(args.redis_url)
+    args.name = host.worker_name(args.name, credential)
+    args.events_stream = host.events_stream(args.events_stream, credential)
     options = backend_options(
         args.backend,
         synthetic_frame_delay=args.synthetic_frame_delay,
@@ -299,7 +317,9 @@ def run_worker(args: argparse.Namespace) -> int:
     # of its own: a work-horse forked while the beating thread held the worker's connection-pool
     # lock would hang on that lock when it first uses Redis (redis-py resets the pool under it).
     beats = Redis.from_url(args.redis_url)
-    heartbeat = Heartbeat(beats, name=args.name, queues=queues, probe=probe, info=info)
+    heartbeat = Heartbeat(
+        beats, name=args.name, queues=queues, probe=probe, info=info, workers_set=host.workers_set(credential)
+    )
     heartbeat.start()
     threading.Thread(target=_report_gpu, args=(heartbeat,), name="gpu-info", daemon=True).start()
 
@@ -319,6 +339,7 @@ def run_worker(args: argparse.Namespace) -> int:
                 backend=backend,
                 worker_name=args.name,
                 events_stream=args.events_stream,
+                upload_options=upload_options(credential),
                 phase=phase,
             )
         )
@@ -338,6 +359,8 @@ def run_worker(args: argparse.Namespace) -> int:
         worker.render_lock, worker.phase = RenderLock(args.name), phase
         worker.on_job_change = heartbeat.kick
         worker.on_delivered = lambda job_id: heartbeat.update({"delivered": job_id})
+        worker.verify_key = verify_key
+        worker.events = EventEmitter(connection, stream=args.events_stream, worker=args.name)
         log.info(
             "gpu-worker %s: backend %s, queues %s, events %s, provider %s at %s/h",
             args.name,

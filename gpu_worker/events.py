@@ -99,6 +99,11 @@ class EventEmitter:
         self._last_progress.pop((generation_id, attempt), None)
         self._emit(protocol.CANCELLED, generation_id, attempt, {}, critical=True)
 
+    def refused(self, job_id: str, reason: str, generation_id: int = 0, attempt: int = 0) -> bool:
+        """Report a job this worker would not run (``guard``); advisory, for the admins."""
+        fields = {"job_id": job_id[:200], "reason": reason[:300]}
+        return self._emit(protocol.REFUSED, generation_id, attempt, fields, critical=False)
+
     def preview(
         self, generation_id: int, attempt: int, image: bytes, content_type: str, width: int, height: int
     ) -> bool:

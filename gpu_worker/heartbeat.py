@@ -119,8 +119,11 @@ class Heartbeat:
         interval: float = INTERVAL_S,
         ttl: int = protocol.HEARTBEAT_TTL_S,
         info: dict[str, str] | None = None,
+        workers_set: str = protocol.WORKERS_SET,
     ) -> None:
         self.redis, self.name, self.queues, self.probe = redis, name, queues, probe
+        # An enrolled host lists its workers in a set of its own (protocol.host_workers_set).
+        self.workers_set = workers_set
         self.info = info or {}
         self.interval, self.ttl = interval, ttl
         self._stop = threading.Event()
@@ -143,7 +146,7 @@ class Heartbeat:
         pipe = self.redis.pipeline()
         pipe.hset(key, mapping=fields)
         pipe.expire(key, self.ttl)
-        pipe.sadd(protocol.WORKERS_SET, self.name)
+        pipe.sadd(self.workers_set, self.name)
         pipe.execute()
 
     def update(self, fields: dict[str, str]) -> None:
@@ -180,6 +183,6 @@ class Heartbeat:
             self._thread.join(timeout=self.interval + 1)
         try:
             self.redis.delete(protocol.worker_key(self.name))
-            self.redis.srem(protocol.WORKERS_SET, self.name)
+            self.redis.srem(self.workers_set, self.name)
         except Exception:
             log.warning("could not remove the heartbeat", exc_info=True)

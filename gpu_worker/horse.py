@@ -38,8 +38,8 @@ from rq.job import JobStatus
 from rq.registry import CanceledJobRegistry
 
 from gpu_worker import protocol
+from gpu_worker.guard import GuardedWorker
 from gpu_worker.heartbeat import parse_job_id
-from gpu_worker.warmup import GatedWorker
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +122,10 @@ class Phase:
         return bool(self._mem[1])
 
 
-class HorseWorker(GatedWorker):
-    """The GatedWorker, with a work-horse that dies with it, one render per name, the job's phase
-    shared with the heartbeat, RQ told the truth about attempts the web app ended, and no exit over
-    a Redis restart."""
+class HorseWorker(GuardedWorker):
+    """The GuardedWorker (only our signed jobs), with a work-horse that dies with it, one render per
+    name, the job's phase shared with the heartbeat, RQ told the truth about attempts the web app
+    ended, and no exit over a Redis restart."""
 
     render_lock: RenderLock
     phase: Phase

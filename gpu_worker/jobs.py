@@ -17,7 +17,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from gpu_worker import protocol
+from gpu_worker import host, protocol
 from gpu_worker.backends import Backend, JobCancelled, JobContext, JobError, JobSpec, get_backend
 from gpu_worker.events import EventEmitter
 from gpu_worker.previews import PreviewForwarder
@@ -74,6 +74,9 @@ def config_from_env() -> WorkerConfig:
     delay = float(os.environ.get("SYNTHETIC_FRAME_DELAY", "0") or 0)
     # RQ names its work-horse's worker in RQ_WORKER_ID; the pid alone would change per job.
     worker_name = os.environ.get("GPU_WORKER_NAME") or os.environ.get("RQ_WORKER_ID") or default_worker_name()
+    redis_url = os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+    credential = host.credential_from_url(redis_url)
+    worker_name = host.worker_name(worker_name, credential)
     options = backend_options(
         backend_name,
         synthetic_frame_delay=delay,
@@ -81,11 +84,16 @@ def config_from_env() -> WorkerConfig:
         worker_name=worker_name,
     )
     return WorkerConfig(
-        redis_url=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
+        redis_url=redis_url,
         backend=get_backend(backend_name, **options),
         worker_name=worker_name,
-        events_stream=os.environ.get("EVENTS_STREAM", protocol.EVENTS_STREAM),
+        events_stream=host.events_stream(os.environ.get("EVENTS_STREAM", protocol.EVENTS_STREAM), credential),
+        upload_options=upload_options(credential),
     )
+
+
+def upload_options(credential: host.Credential | None) -> dict[str, Any]:
+    return {"auth": (credential.username, credential.secret)} if credential else {}
 
 
 def configure(config: WorkerConfig | None) -> None:
@@ -142,6 +150,7 @@ def run_generation(
     params: dict[str, Any],
     upload_url: str,
     timeout: int | None = None,
+    job_signature: str = "",
 ) -> dict[str, Any]:
     """Run one generation attempt: started, progress (and previews)..., then succeeded, failed
     or cancelled.
@@ -149,7 +158,8 @@ def run_generation(
     A ``JobError`` is an expected failure: it is reported and the RQ job ends normally; so is a
     cancel (the backend stops, nothing is uploaded). ``timeout`` (seconds) is the template's limit:
     past it the backend stops and the attempt fails as retriable. Anything else is reported as an
-    internal error and re-raised so RQ records it too.
+    internal error and re-raised so RQ records it too. ``job_signature`` was checked by the worker
+    before it forked this job (``gpu_worker.guard``).
     """
     config = current_config()
     # A connection per job: the work-horse is a fresh fork and must not share the parent's sockets.

@@ -34,6 +34,15 @@ and publishes ``{"generation_id", "attempt"}`` as JSON on ``CANCEL_CHANNEL``. A 
 job checks the key at least every CANCEL_POLL_S and stops its backend (ComfyUI: a
 targeted interrupt), uploads nothing, and emits ``cancelled``.
 
+Refused: a worker that will not run a job it took (a function other than ``JOB_FUNCTION``,
+positional arguments, RQ callbacks, or a signature that does not verify: see ``signing``) fails
+it in RQ without importing anything and emits ``refused`` with ``job_id`` and ``reason``.
+
+GPU hosts: an enrolled host holds one Redis ACL user ``<user>`` and writes only under it: its
+events go to ``host_events_stream(user)``, its workers' names are ``<user>`` or ``<user>:<suffix>``
+and are listed in ``host_workers_set(user)`` instead of ``WORKERS_SET``. The web side lists the
+enrolled users in ``HOSTS_SET``. Uploads carry the same user and secret (HTTP Basic).
+
 Heartbeat: every worker process writes the hash ``worker_key(name)`` every
 HEARTBEAT_INTERVAL_S, and at once when it takes or ends a job, with fields
 ``name, state (warming|idle|busy|delivering|draining), queues
@@ -60,6 +69,7 @@ FAILED = "failed"
 CANCELLED = "cancelled"
 EVENT_TYPES = (STARTED, PROGRESS, SUCCEEDED, FAILED, CANCELLED)
 PREVIEW = "preview"
+REFUSED = "refused"
 
 CANCEL_CHANNEL = "workshop:cancel"
 # The cancel key's value: the web app gave up on the attempt (lost), or someone cancelled it.
@@ -69,6 +79,7 @@ CANCEL_POLL_S = 0.5
 CANCEL_TTL_S = 24 * 3600
 
 WORKERS_SET = "workshop:workers"
+HOSTS_SET = "workshop:hosts"
 HEARTBEAT_INTERVAL_S = 5.0
 # The heartbeat's state while a finished render waits for the web app to take it (a restart,
 # a 5xx): the attempt is still claimed, and the worker takes no other job meanwhile.
@@ -103,3 +114,23 @@ def cancel_key(generation_id: int, attempt: int) -> str:
 
 def worker_key(name: str) -> str:
     return f"workshop:worker:{name}"
+
+
+def host_events_stream(username: str, base: str = EVENTS_STREAM) -> str:
+    """The events stream of one GPU host's credential: the conductor knows who sent each event."""
+    return f"{base}:{username}"
+
+
+def accept_queue(username: str) -> str:
+    """A queue only this host may use: `gpu-worker accept` starts a worker on it that takes no
+    workshop job (the host's ACL allows it besides the fleet's queues)."""
+    return f"accept-{username}"
+
+
+def host_workers_set(username: str) -> str:
+    return f"{WORKERS_SET}:{username}"
+
+
+def in_namespace(name: str, username: str) -> bool:
+    """Whether a worker name belongs to a host's credential: ``user`` itself or ``user:<suffix>``."""
+    return name == username or name.startswith(username + ":")

@@ -43,6 +43,7 @@ def upload_file(
     patience: float = protocol.DELIVERY_PATIENCE_S,
     should_stop: Callable[[], bool] = lambda: False,
     on_retry: Callable[[str], object] = lambda problem: None,
+    auth: tuple[str, str] | None = None,
 ) -> None:
     """PUT ``path`` to ``upload_url + quote(filename)``, retrying transient failures.
 
@@ -69,7 +70,9 @@ def upload_file(
     problem = ""
     deadline = time.monotonic() + patience
     attempt = 0
-    with httpx.Client(timeout=TIMEOUT) as client:
+    # An enrolled host's credential (HTTP Basic): the web app accepts an attempt's outputs only
+    # from the host that holds the attempt, besides the URL's own signature.
+    with httpx.Client(timeout=TIMEOUT, auth=auth) as client:
         while True:
             attempt += 1
             if should_stop():

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.redis_server import CONDUCTOR_USER, WEB_USER, RedisServer
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_PYTHON = os.environ.get("GPU_WORKER_PYTHON", str(ROOT / ".venv-worker" / "bin" / "python"))
 
@@ -31,9 +33,21 @@ def database_url(settings_dict: dict) -> str:
 
 
 class LiveStack:
-    """daphne, the conductor and GPU workers as subprocesses; logs go to files in `logs`."""
+    """daphne, the conductor and GPU workers as subprocesses; logs go to files in `logs`.
 
-    def __init__(self, *, database: str, redis_url: str, media_root: Path, logs: Path) -> None:
+    On ``redis_server`` (a private Redis with ACLs) each process uses its own user, as in
+    production: the web app and the conductor theirs, and every GPU worker the credential of a host
+    enrolled for it (``enrol``). ``redis_url`` is what the processes get otherwise."""
+
+    def __init__(
+        self,
+        *,
+        database: str,
+        redis_url: str,
+        media_root: Path,
+        logs: Path,
+        redis_server: RedisServer | None = None,
+    ) -> None:
         assert Path(WORKER_PYTHON).exists(), (
             f"the GPU worker's Python is missing: {WORKER_PYTHON} (run deploy/test.sh)"
         )
@@ -50,12 +64,28 @@ class LiveStack:
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
+        self.redis_server = redis_server
+        self.hosts: dict[str, dict[str, str]] = {}  # worker name -> its enrolled host's environment
 
-    def _spawn(self, name: str, cmd: list[str]) -> None:
+    def _env_of(self, user: str) -> dict[str, str]:
+        if self.redis_server is None:
+            return self.env
+        return {**self.env, "REDIS_URL": self.redis_server.url(user)}
+
+    def enrol(self, name: str) -> dict[str, str]:
+        """Enrol a GPU host named ``name`` through the real service; its workers' environment."""
+        from generations.fleet.hosts import host_enrol
+
+        assert self.redis_server is not None, "enrolling needs the private Redis with ACLs"
+        enrolment = host_enrol(name=name, kind="local", conn=self.redis_server.admin())
+        self.hosts[name] = enrolment.environment
+        return enrolment.environment
+
+    def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         # Each in its own process group, so a kill takes a worker's work-horse too, as when a host dies.
         self.procs[name] = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=ROOT, env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
     def start_web(self, name: str = "web", *, port: int | None = None, processes: int | None = None) -> str:
@@ -75,7 +105,7 @@ class LiveStack:
             ]
         else:
             command = [sys.executable, "manage.py", "web", "--port", str(port), "--processes", str(processes)]
-        self._spawn(name, command)
+        self._spawn(name, command, self._env_of(WEB_USER))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -90,7 +120,11 @@ class LiveStack:
 
     def start_conductor(self, name: str = "conductor") -> None:
         """A conductor; start a second under another name for a standby."""
-        self._spawn(name, [sys.executable, "manage.py", "conductor", "--block-ms", "200"])
+        self._spawn(
+            name,
+            [sys.executable, "manage.py", "conductor", "--block-ms", "200"],
+            self._env_of(CONDUCTOR_USER),
+        )
 
     def start_worker(
         self,
@@ -101,11 +135,15 @@ class LiveStack:
         comfyui_url: str | None = None,
     ) -> None:
         """A GPU worker on the `video` queue (the one every template of the tests names): the
-        synthetic backend, or `backend="comfyui"` driving the ComfyUI at `comfyui_url`."""
+        synthetic backend, or `backend="comfyui"` driving the ComfyUI at `comfyui_url`. On the private
+        Redis it runs as a host enrolled under its name (once), so its name is that host's user."""
         options = ["--synthetic-frame-delay", str(frame_delay)]
         if backend == "comfyui":
             assert comfyui_url, "the comfyui backend needs comfyui_url"
             options = ["--comfyui-url", comfyui_url]
+        env = {**self.env, "JOB_VERIFY_KEY": _verify_key()}
+        if self.redis_server is not None:
+            env.update(self.hosts.get(name) or self.enrol(name))
         self._spawn(
             name,
             [
@@ -114,13 +152,14 @@ class LiveStack:
                 "gpu_worker",
                 "run",
                 "--name",
-                name,
+                env.get("GPU_WORKER_NAME", name),
                 "--queues",
                 "video",
                 "--backend",
                 backend,
                 *options,
             ],
+            env,
         )
 
     def kill(self, name: str) -> None:
@@ -212,71 +251,24 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-class PrivateRedis:
-    """A redis-server of our own on a free port, by default without persistence: a restart loses its
-    data. Never the shared one: a test restarts this one."""
+def all_events(conn) -> list[dict]:  # type: ignore[no-untyped-def]
+    """Every event in the shared stream and in each enrolled host's own, oldest first."""
+    import json
 
-    def __init__(self, folder: Path, *, persist: bool = False) -> None:
-        self.folder = folder
-        # With `persist` it saves its data on the way down and loads it back, like a Redis with RDB.
-        self.persist = persist
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
+    from gpu_worker import protocol
 
-    def start(self) -> PrivateRedis:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        log = open(self.folder / "redis.log", "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "3600 1" if self.persist else "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-                "--dir",
-                str(self.folder),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        import redis
-
-        wait_for(
-            lambda: _pings(redis.Redis(port=self.port, socket_timeout=0.5)), timeout=20, what="redis-server"
-        )
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        """Stop it (its data gone) and start it again on the same port."""
-        self.stop()
-        self.start()
+    streams = [protocol.EVENTS_STREAM] + [
+        protocol.host_events_stream(u.decode()) for u in conn.smembers(protocol.HOSTS_SET)
+    ]
+    entries = [entry for stream in streams for entry in conn.xrange(stream)]
+    entries.sort(key=lambda e: tuple(int(x) for x in e[0].split(b"-")))
+    return [json.loads(fields[b"data"]) for _id, fields in entries]
 
 
-def _pings(conn) -> bool:  # type: ignore[no-untyped-def]
-    import redis
+def _verify_key() -> str:
+    from generations.dispatch.signing import verify_key_text
 
-    try:
-        return bool(conn.ping())
-    except redis.RedisError:
-        return False
+    return verify_key_text()
 
 
 def wait_for(predicate, *, timeout: float = 60, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -68,7 +68,8 @@ def test_it_replays_events_left_unacknowledged_by_a_crash(redis_conn, generation
     first.dispatch_once()
     generation.refresh_from_db()
     emit(redis_conn, generation, "succeeded")
-    monkeypatch.setattr(attempts, "event_apply", lambda event: (_ for _ in ()).throw(RuntimeError("crash")))
+    crash = lambda event, host=None: (_ for _ in ()).throw(RuntimeError("crash"))  # noqa: E731
+    monkeypatch.setattr(attempts, "event_apply", crash)
     with pytest.raises(RuntimeError):
         first.consume_once(block_ms=10)
     monkeypatch.undo()
@@ -81,3 +82,29 @@ def test_it_drops_an_unreadable_event(conductor, redis_conn) -> None:
     redis_conn.xadd(protocol.EVENTS_STREAM, {"data": b"not json"})
     assert conductor.consume_once(block_ms=10) == 1
     assert redis_conn.xpending(protocol.EVENTS_STREAM, GROUP)["pending"] == 0
+
+
+def test_it_drops_an_invalid_event_from_a_host_and_goes_on(acl_redis, generation) -> None:
+    from generations.fleet.hosts import host_enrol
+    from generations.models import SecurityEvent
+
+    host = host_enrol(name="h1", kind="local").host
+    conductor = Conductor(connection=acl_redis.admin())
+    conductor.streams.refresh()  # as run() does first
+    conductor.dispatch_once()
+    stream = protocol.host_events_stream(host.username)
+    bad = {"type": "progress", "generation_id": generation.pk, "attempt": 1, "worker": host.username}
+    acl_redis.admin().xadd(stream, {"data": json.dumps({**bad, "percent": 1.0}).replace("1.0", "1e999")})
+    good = {
+        "type": "started",
+        "generation_id": generation.pk,
+        "attempt": 1,
+        "worker": host.username,
+        "ts": 1.0,
+    }
+    acl_redis.admin().rpop("rq:queue:video")  # the host took the job
+    acl_redis.admin().xadd(stream, {"data": json.dumps(good)})
+    assert conductor.consume_once(block_ms=10) == 2
+    generation.refresh_from_db()
+    assert generation.status == "running" and generation.host == host
+    assert SecurityEvent.objects.filter(kind="invalid-event", host=host).exists()

@@ -278,7 +278,10 @@ def test_it_configures_the_app_for_production_behind_the_proxy() -> None:
         assert env["MEDIA_ACCEL_REDIRECT"] == "/protected-media/"
         assert env["WHITENOISE_USE_FINDERS"] == "false" and env["STATIC_ROOT"]
         assert env["PUBLIC_BASE_URL"] == "https://workshop.example.com"
-        assert env["REDIS_URL"].startswith("redis://:") and "@redis:6379/" in env["REDIS_URL"]
+        # Their own Redis users, never the default (operators') one nor a GPU host's.
+        user = "workshop-conductor" if name == "conductor" else "workshop-web"
+        assert env["REDIS_URL"].startswith(f"redis://{user}:") and "@redis:6379/" in env["REDIS_URL"]
+        assert env["WORKER_REDIS_URL"].startswith("rediss://workshop.example.com:6380/")
         assert env["OPERATOR_API_TOKEN"]
     assert services["conductor"]["command"] == ["python", "manage.py", "conductor"]
     assert services["conductor"]["deploy"]["replicas"] == 2
@@ -335,10 +338,21 @@ def test_it_validates_the_caddyfile_with_caddy(tmp_path: Path) -> None:
 
 
 class FakeApp(BaseHTTPRequestHandler):
-    """daphne's part: a permission-checked take answers with X-Accel-Redirect, the rest echoes."""
+    """daphne's part: a permission-checked take answers with X-Accel-Redirect, the rest echoes; the
+    upload check lets only "Basic good" through, and each upload body that arrives is counted."""
+
+    bodies: list[int] = []
+
+    def do_PUT(self) -> None:
+        FakeApp.bodies.append(len(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+        self._send(201, b"stored", {})
 
     def do_GET(self) -> None:
-        if self.path.startswith("/takes/1/file"):
+        if self.path == "/api/upload-check":
+            auth, method = self.headers.get("Authorization"), self.headers.get("X-Forwarded-Method")
+            good = auth == "Basic good" and method == "PUT"
+            self._send(204 if good else 403, b"" if good else b"not this host's attempt", {})
+        elif self.path.startswith("/takes/1/file"):
             self._send(
                 200,
                 b"",
@@ -374,6 +388,17 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any, by
         return exc.code, exc.headers, exc.read()
 
 
+def put(url: str, body: bytes, authorization: str) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="PUT", headers={"Authorization": authorization})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (ConnectionError, urllib.error.URLError):
+        return 413, b""  # refused mid-body: the connection was closed
+
+
 def test_it_serves_takes_through_x_accel_redirect_and_hides_the_internal_location(tmp_path: Path) -> None:
     (tmp_path / "static" / "css").mkdir(parents=True)
     (tmp_path / "static" / "css" / "app.css").write_text("body{}")
@@ -403,6 +428,8 @@ def test_it_serves_takes_through_x_accel_redirect_and_hides_the_internal_locatio
         assert (status, body) == (200, take)
         assert headers["Content-Type"] == "video/mp4"
         assert headers["Content-Disposition"] == 'inline; filename="take one.mp4"'
+        assert headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+        assert headers["X-Content-Type-Options"] == "nosniff"
         assert "X-Accel-Redirect" not in headers
         status, headers, body = fetch(base + "/takes/1/file", {"Range": "bytes=100-199"})
         assert (status, headers["Content-Range"], body) == (206, f"bytes 100-199/{len(take)}", take[100:200])
@@ -411,6 +438,13 @@ def test_it_serves_takes_through_x_accel_redirect_and_hides_the_internal_locatio
         assert fetch(base + "/escape")[0] == 404
         assert fetch(base + "/static/css/app.css")[:3:2] == (200, b"body{}")
         assert fetch(base + "/rounds/1/")[2] == b"app /rounds/1/ http"
+        # An upload is let through only once the app said yes: a refused one's body never reaches it.
+        body = b"\x00" * (64 * 1024)  # within the socket buffers: the client reads the answer
+        assert put(base + "/api/uploads/tok/x.mp4", body, "Basic bad")[0] == 403
+        assert put(base + "/api/uploads/tok/x.mp4", body, "Basic good") == (201, b"stored")
+        assert FakeApp.bodies == [len(body)]
+        # Bodies elsewhere are small.
+        assert put(base + "/accounts/login/", b"\x00" * (33 * 1024 * 1024), "")[0] == 413
     finally:
         proxy.terminate()
         proxy.wait(10)
@@ -562,7 +596,14 @@ PLUMBING = set(
     "PIP_DISABLE_PIP_VERSION_CHECK REDISCLI_AUTH POSTGRES_USER POSTGRES_DB".split()
 )
 # Read by the Caddyfile, the systemd units (CUDA), and the redis and postgres images.
-SERVICES = {"DOMAIN", "CUDA_VISIBLE_DEVICES", "REDIS_PASSWORD", "POSTGRES_PASSWORD"}
+SERVICES = {
+    "DOMAIN",
+    "CUDA_VISIBLE_DEVICES",
+    "REDIS_PASSWORD",
+    "REDIS_WEB_PASSWORD",
+    "REDIS_CONDUCTOR_PASSWORD",
+    "POSTGRES_PASSWORD",
+}
 DEPLOY_ONLY = ENTRYPOINT_VARS | PLUMBING | SERVICES
 
 
@@ -654,6 +695,7 @@ def worker_python() -> str:
 def test_it_starts_comfyui_and_the_worker_from_the_entrypoint_and_drains_on_sigterm(
     tmp_path: Path, redis_conn: redis_lib.Redis, settings: Any
 ) -> None:
+    from generations.dispatch.signing import verify_key_text
     from gpu_worker import protocol
 
     comfyui = tmp_path / "comfyui"
@@ -670,6 +712,7 @@ def test_it_starts_comfyui_and_the_worker_from_the_entrypoint_and_drains_on_sigt
         "COMFYUI_PORT": str(comfy_port),
         "TMPDIR": str(tmp_path),
         "REDIS_URL": settings.REDIS_URL,
+        "JOB_VERIFY_KEY": verify_key_text(),
         "GPU_WORKER_NAME": name,
         "GPU_WORKER_PROVIDER": "verda-serverless",
         "GPU_WORKER_HEALTH_PORT": str(health),

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,7 @@ from django.conf import settings
 
 from generations.models import Generation
 from generations.queue import services
-from gpu_worker import protocol
-from tests.live import wait_for
+from tests.live import all_events, wait_for
 from tests.media import count_frames
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -31,8 +29,7 @@ def status_of(g: Generation) -> str:
 
 
 def events_for(redis_conn, g: Generation) -> list[str]:
-    events = [json.loads(f[b"data"]) for _id, f in redis_conn.xrange(protocol.EVENTS_STREAM)]
-    return [e["type"] for e in events if e.get("generation_id") == g.pk]
+    return [e["type"] for e in all_events(redis_conn) if e.get("generation_id") == g.pk]
 
 
 def test_a_generation_goes_from_queued_to_a_decodable_take(

@@ -90,7 +90,8 @@ def finished(stack: LiveStack, g: Generation, timeout: float = 60) -> Generation
 
 
 def worker_state(redis_conn: Redis) -> str:
-    return (redis_conn.hget(protocol.worker_key(WORKER), "state") or b"").decode()
+    # The worker runs as the host enrolled under its name: its name is that host's user.
+    return (redis_conn.hget(protocol.worker_key("gpu-" + WORKER), "state") or b"").decode()
 
 
 def comfyui_queue(url: str) -> dict[str, list[list[Any]]]:

@@ -20,7 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 
 from accounts.models import User
-from generations.dispatch import attempts, media, uploads
+from generations.dispatch import attempts, probe, uploads
 from generations.gallery import compare, downloads, remix
 from generations.gallery import selectors as gallery
 from generations.gallery import services as gallery_services
@@ -41,7 +41,7 @@ def video_bytes(frames: int = 9) -> bytes:
 
 def png_bytes(width: int = 96, height: int = 64) -> bytes:
     rgb = np.full((height, width, 3), 200, dtype=np.uint8)
-    return media._png(av.VideoFrame.from_ndarray(rgb, format="rgb24"))
+    return probe._encode(av.VideoFrame.from_ndarray(rgb, format="rgb24"), "png", "rgb24", width)
 
 
 def make_take(

@@ -10,14 +10,14 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
 from generations.live import groups
-from tests.live import PrivateRedis
+from tests.redis_server import RedisServer
 
 
 @pytest.fixture
 def private_layer(settings, tmp_path):  # type: ignore[no-untyped-def]
-    server = PrivateRedis(tmp_path / "redis", persist=True).start()
+    server = RedisServer(tmp_path / "redis", persist=True).start()
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [server.url]}}
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [server.url()]}}
     }
     channel_layers.backends.clear()
     yield server

@@ -125,10 +125,14 @@ def test_it_ignores_a_late_success_after_a_cancel(generation, redis_conn) -> Non
     assert generation.status == S.CANCELLED and not generation.takes.exists()
 
 
-def test_it_removes_a_take_uploaded_just_before_the_cancel(generation, redis_conn) -> None:
+def test_it_removes_a_take_uploaded_just_before_the_cancel(generation, redis_conn, tmp_path) -> None:
+    from tests.media import make_video
+
     attempts.generation_dispatch(generation=generation)
     token = uploads.upload_url(generation=generation).rstrip("/").rsplit("/", 1)[1]
-    uploads.take_store(token=token, filename="early.txt", chunks=[b"x"])
+    uploads.take_store(
+        token=token, filename="early.mp4", chunks=[make_video(tmp_path / "v.mp4").read_bytes()]
+    )
     services.generation_cancel(generation=generation)
     assert not generation.takes.exists()
 

@@ -120,11 +120,27 @@ def test_it_stores_an_upload_as_a_take_with_its_metadata(generation: Generation,
     assert take.poster and take.file.read() == data
 
 
-def test_it_replaces_a_retried_upload_of_the_same_file(generation: Generation) -> None:
+def test_it_replaces_a_retried_upload_of_the_same_file(generation: Generation, tmp_path: Path) -> None:
     g = dispatched(generation)
-    uploads.take_store(token=token_for(g), filename="a.txt", chunks=[b"one"])
-    uploads.take_store(token=token_for(g), filename="a.txt", chunks=[b"two"])
-    assert Take.objects.get().file.read() == b"two"
+    one = make_video(tmp_path / "one.mp4", frames=5).read_bytes()
+    two = make_video(tmp_path / "two.mp4", frames=9).read_bytes()
+    uploads.take_store(token=token_for(g), filename="a.mp4", chunks=[one])
+    uploads.take_store(token=token_for(g), filename="a.mp4", chunks=[two])
+    assert Take.objects.get().file.read() == two
+
+
+def test_it_types_an_upload_by_probing_it_and_refuses_anything_else(
+    generation: Generation, tmp_path: Path
+) -> None:
+    g = dispatched(generation)
+    video = make_video(tmp_path / "v.mp4").read_bytes()
+    take = uploads.take_store(
+        token=token_for(g), filename="page.html", chunks=[video], content_type="text/html"
+    )
+    assert (take.content_type, take.kind, take.filename) == ("video/mp4", "video", "page.mp4")
+    with pytest.raises(uploads.UploadRefused) as exc:
+        uploads.take_store(token=token_for(g), filename="a.txt", chunks=[b"<script>alert(1)</script>"])
+    assert exc.value.status == 415
 
 
 def test_it_refuses_an_upload_for_an_older_attempt(generation: Generation) -> None:

@@ -112,16 +112,56 @@ def test_it_shows_any_take_to_an_instructor(instructor, take) -> None:
     assert client.get(reverse("take-file", args=[take.pk])).status_code == 200
 
 
-def test_it_accepts_an_upload_on_the_signed_url(generation) -> None:
+@pytest.fixture
+def held(acl_redis, generation):  # type: ignore[no-untyped-def]
+    """(the generation's upload path, the Authorization of the enrolled host that holds its attempt)."""
+    import base64
+
+    from generations.fleet.hosts import host_enrol
+
+    enrolment = host_enrol(name="h1", kind="local")
     attempts.generation_dispatch(generation=generation)
-    url = uploads.upload_url(generation=generation).removeprefix("http://127.0.0.1:8000")
-    response = Client().put(url + "notes.txt", b"hello", content_type="text/plain")
-    assert response.status_code == 201 and generation.takes.get().file.read() == b"hello"
+    acl_redis.admin().delete("rq:queue:video")  # the host's worker took the job...
+    started = {"type": "started", "generation_id": generation.pk, "attempt": 1, "worker": "gpu-h1"}
+    attempts.event_apply(started, host=enrolment.host)  # ...and said it started
+    credential = base64.b64encode(f"gpu-h1:{enrolment.secret}".encode()).decode()
+    return uploads.upload_url(generation=generation).removeprefix(
+        "http://127.0.0.1:8000"
+    ), f"Basic {credential}"
 
 
-def test_it_refuses_an_upload_with_a_bad_token(generation) -> None:
-    response = Client().put("/api/uploads/forged/notes.txt", b"hello", content_type="text/plain")
+def test_it_accepts_an_upload_on_the_signed_url_from_the_holder(held, generation, tmp_path) -> None:
+    url, auth = held
+    video = make_video(tmp_path / "v.mp4").read_bytes()
+    response = Client().put(url + "out.mp4", video, content_type="video/mp4", headers={"Authorization": auth})
+    assert response.status_code == 201 and generation.takes.get().file.read() == video
+
+
+def test_it_refuses_an_upload_without_the_hosts_credential(held, generation) -> None:
+    url, _auth = held
+    response = Client().put(url + "out.mp4", b"x", content_type="video/mp4")
+    assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Basic")
+    wrong = Client().put(url + "out.mp4", b"x", headers={"Authorization": "Basic Z3B1LWgxOm5vcGU="})
+    assert wrong.status_code == 401 and not generation.takes.exists()
+
+
+def test_it_refuses_an_upload_with_a_bad_token(held, generation) -> None:
+    _url, auth = held
+    response = Client().put("/api/uploads/forged/notes.txt", b"hello", headers={"Authorization": auth})
     assert response.status_code == 403 and not generation.takes.exists()
+
+
+def test_it_refuses_a_page_with_415(held, generation) -> None:
+    url, auth = held
+    response = Client().put(url + "x.html", b"<script>alert(1)</script>", headers={"Authorization": auth})
+    assert response.status_code == 415 and not generation.takes.exists()
+
+
+def test_it_tells_the_proxy_whether_an_upload_may_send_its_body(held) -> None:
+    url, auth = held
+    check = {"X-Forwarded-Method": "PUT", "X-Forwarded-Uri": url + "out.mp4"}
+    assert Client().get("/api/upload-check", headers={**check, "Authorization": auth}).status_code == 204
+    assert Client().get("/api/upload-check", headers=check).status_code == 401
 
 
 def test_it_hands_the_download_to_the_proxy_when_configured(owner_client, take, settings) -> None:

@@ -17,6 +17,10 @@ from workshop import require_secret_key  # noqa: E402
 
 require_secret_key()
 
+from workshop import bodygate  # noqa: E402
+
+bodygate.install()  # bodies refused before daphne stores them (see bodygate)
+
 # Imported after Django is set up: the consumers use the ORM.
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

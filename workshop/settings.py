@@ -175,8 +175,16 @@ WEB_REQUESTS_AT_ONCE = max(DB_POOL_MAX_SIZE, 2)
 
 # Every RQ queue a WorkflowTemplate may name. Workers on GPU hosts read the same Redis.
 RQ_QUEUE_NAMES = envlist("RQ_QUEUES", ["video", "image"])
-RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 1800} for name in RQ_QUEUE_NAMES}
+# JSON everywhere: django-rq's dashboard deserialises with this per-queue setting (pickle when unset),
+# and a job hash may have been written by a GPU host.
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 1800, "SERIALIZER": "rq.serializers.JSONSerializer"}
+    for name in RQ_QUEUE_NAMES
+}
 EVENTS_STREAM = env("EVENTS_STREAM", "workshop:events")
+# How GPU hosts reach Redis, without credentials (e.g. rediss://workshop.example.com:6380/0): the base
+# of the REDIS_URL each enrolled host is given. Unset: REDIS_URL's address.
+WORKER_REDIS_URL = env("WORKER_REDIS_URL")
 # How long a job may run on a GPU before RQ gives up on it.
 GENERATION_JOB_TIMEOUT = envint("GENERATION_JOB_TIMEOUT", 30 * 60)
 # A worker silent this long is lost; its generation is dispatched again (up to MAX_ATTEMPTS).
@@ -199,6 +207,20 @@ TARGET_WAIT_SECONDS = envint("TARGET_WAIT_SECONDS", 600)
 WORKERS_MIN = envint("WORKERS_MIN", 0)
 WORKERS_MAX = envint("WORKERS_MAX", 40)
 SCALE_DOWN_DELAY_SECONDS = envint("SCALE_DOWN_DELAY_SECONDS", 300)
+# Signed jobs: the conductor signs each job with an Ed25519 key only the web side holds (unset: one
+# derived from SECRET_KEY); workers verify with its public key (JOB_VERIFY_KEY, shown when a host is
+# enrolled) and refuse a job signed more than this many seconds ago.
+JOB_SIGNING_KEY = env("JOB_SIGNING_KEY")
+JOB_SIGNATURE_MAX_AGE = envint("JOB_SIGNATURE_MAX_AGE", 3600)
+# The media probe of each upload runs in a child process under these limits.
+MEDIA_PROBE_MEMORY_MB = envint("MEDIA_PROBE_MEMORY_MB", 1024)
+MEDIA_PROBE_CPU_SECONDS = envint("MEDIA_PROBE_CPU_SECONDS", 20)
+MEDIA_PROBE_TIMEOUT = envint("MEDIA_PROBE_TIMEOUT", 60)
+MEDIA_MAX_SIDE = envint("MEDIA_MAX_SIDE", 8192)
+MEDIA_MAX_PIXELS = envint("MEDIA_MAX_PIXELS", 40_000_000)
+# Request bodies daphne accepts before the app reads them: large only for the workers' uploads
+# (MAX_TAKE_BYTES), this everywhere else (the proxy applies the same limits).
+REQUEST_BODY_MAX_BYTES = envint("REQUEST_BODY_MAX_BYTES", 32 * 1024**2)
 # Operators' API (/api/queue/status, /api/workers, /metrics): a Bearer token; unset turns it off.
 OPERATOR_API_TOKEN = env("OPERATOR_API_TOKEN")
 # Behind nginx: answer take downloads with this internal location instead of streaming them.

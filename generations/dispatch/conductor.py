@@ -15,7 +15,6 @@ lead, and the other takes over about two seconds after the leader dies.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -32,14 +31,16 @@ from generations.broker import heartbeats, jobs
 from generations.broker.connection import connection as default_connection
 from generations.broker.messages import WAKE
 from generations.broker.previews import preview_store
-from generations.dispatch import attempts
+from generations.dispatch import attempts, schema
 from generations.dispatch.leader import LEADER_KEY, LeaderLease
 from generations.dispatch.reconcile import DELIVERED, VANISHED, Reconciler
+from generations.dispatch.streams import EventStreams
 from generations.domain.policy import plan
 from generations.fleet.autoscale import Autoscaler
+from generations.fleet.hosts import hosts_reapply, security_event_record
 from generations.fleet.workers import sync as fleet_sync
 from generations.live import groups
-from generations.models import Generation, Round
+from generations.models import Generation, Round, SecurityEvent
 from generations.queue.line import load, pending_of
 from generations.queue.snapshot import LineKeeper
 from generations.queue.window import windows_update
@@ -85,16 +86,14 @@ class Conductor:
         self._woken_at: float | None = None
         self._last_wake_pass = 0.0
         self.autoscaler = Autoscaler()
-        self._ensure_group()
+        self.streams = EventStreams(self.redis, self.stream, GROUP)
+        self.streams.ensure_groups()  # the shared stream's; the hosts' join when run() starts
 
     # --- setup --------------------------------------------------------------------------
 
     def _ensure_group(self) -> None:
-        try:
-            self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        self.streams.refresh()
+        self.streams.ensure_groups()
 
     def lead(self) -> bool:
         """Hold (or take) the leader lease; False while another conductor holds it."""
@@ -198,46 +197,56 @@ class Conductor:
             return 0
 
     def _consume(self, start: str, *, block_ms: int | None, count: int) -> int:
-        reply = self.redis.xreadgroup(GROUP, self.consumer, {self.stream: start}, count=count, block=block_ms)
         handled = 0
-        for _stream, entries in reply or []:
+        for stream, entries in self.streams.read(self.consumer, start, block_ms=block_ms, count=count):
             for entry_id, fields in entries:
-                self._handle(entry_id, fields)
+                self._handle(entry_id, fields, stream=stream)
                 handled += 1
         return handled
 
-    def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+    def _handle(self, entry_id: bytes, fields: dict[bytes, bytes], *, stream: str | None = None) -> None:
+        stream = stream or self.stream
+        host = self.streams.host_of(stream)  # None: the shared stream, written by trusted users only
         try:
-            event: dict[str, Any] = json.loads(fields.get(b"data", b"{}"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            log.warning("dropping unreadable event %s", entry_id)
-            self.redis.xack(self.stream, GROUP, entry_id)
-            return
-        if event.get("type") == WAKE and self._woken_at is None:
-            self._woken_at = time.monotonic()
-        if event.get("type") == protocol.PREVIEW:
-            self._keep_preview(entry_id, event)
-            return
-        if event.get("type") != WAKE:
-            self._fence()  # a deposed leader leaves the event pending for the new one
-            attempts.event_apply(event)  # it tells the pages itself
-        # Acknowledge only after the database has it: a crash before this line replays the event.
-        self.redis.xack(self.stream, GROUP, entry_id)
-
-    def _keep_preview(self, entry_id: bytes, event: dict[str, Any]) -> None:
-        # Images are bulky: keep the latest per job in its own key and drop the entry now.
-        stored = preview_store(event, self.redis)
-        self.redis.xack(self.stream, GROUP, entry_id)
-        self.redis.xdel(self.stream, entry_id)
-        owner = (
-            Generation.objects.filter(
-                pk=event.get("generation_id"), attempt=event.get("attempt"), status=S.RUNNING
+            event: dict[str, Any] = schema.event_parse(
+                fields.get(b"data"), host_username=host.username if host else None
             )
-            .values_list("owner_id", flat=True)
-            .first()
-            if stored
-            else None
+        except schema.Invalid as exc:
+            log.warning("dropping invalid event %s from %s: %s", entry_id, stream, exc)
+            if host is not None:
+                security_event_record(kind=SecurityEvent.Kind.INVALID_EVENT, host=host, detail=str(exc))
+            self.redis.xack(stream, GROUP, entry_id)
+            return
+        if event["type"] == WAKE and self._woken_at is None:
+            self._woken_at = time.monotonic()
+        if event["type"] == protocol.PREVIEW:
+            self._keep_preview(entry_id, event, stream=stream, host=host)
+            return
+        if event["type"] == protocol.REFUSED:
+            security_event_record(
+                kind=SecurityEvent.Kind.REFUSED_JOB,
+                host=host,
+                detail=f"{event['worker']} refused job {event['job_id']}: {event['reason']}",
+            )
+        elif event["type"] != WAKE:
+            self._fence()  # a deposed leader leaves the event pending for the new one
+            attempts.event_apply(event, host=host)  # it tells the pages itself
+        # Acknowledge only after the database has it: a crash before this line replays the event.
+        self.redis.xack(stream, GROUP, entry_id)
+
+    def _keep_preview(self, entry_id: bytes, event: dict[str, Any], *, stream: str, host: Any) -> None:
+        # Images are bulky: keep the latest per job in its own key and drop the entry now. Only the
+        # attempt's holder may show one.
+        running = Generation.objects.filter(
+            pk=event["generation_id"], attempt=event["attempt"], status=S.RUNNING
         )
+        if host is not None:
+            running = running.filter(host=host)
+        owner = running.values_list("owner_id", flat=True).first()
+        stored = owner is not None and preview_store(event, self.redis)
+        self.redis.xack(stream, GROUP, entry_id)
+        self.redis.xdel(stream, entry_id)
+        owner = owner if stored else None
         if owner is not None:
             groups.generation_changed(owner_id=owner, generation_id=int(event["generation_id"]))
 
@@ -317,11 +326,16 @@ class Conductor:
         if time.monotonic() - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = time.monotonic()
             self.reconcile_once()
+            # Redis restarted without the hosts' users: give them back before their workers notice.
+            hosts_reapply(self.redis)
+            self.streams.refresh()
+            self.streams.trim()
             fleet_sync(self.redis)
             self.autoscaler.publish(self.redis, settings.RQ_QUEUE_NAMES)
 
     def run(self, stop: threading.Event, *, block_ms: int = 500) -> None:
         log.info("conductor %s, stream %s", self.identity, self.stream)
+        self.streams.refresh()  # the enrolled hosts' streams, followed at every reconcile after
         leading = False
         try:
             while not stop.is_set():

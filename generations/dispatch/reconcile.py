@@ -56,6 +56,10 @@ class Finding:
     adopt: bool = False
 
 
+# (generation, attempt) -> the heartbeats that name it, as running it or as delivered.
+Claims = dict[tuple[int, int], list[heartbeats.WorkerInfo]]
+
+
 class Reconciler:
     def __init__(self, conn: redis.Redis) -> None:
         self.redis = conn
@@ -79,12 +83,18 @@ class Reconciler:
         for w in every:
             self.heard[w.name] = max(self.heard.get(w.name, 0.0), w.ts)
         live = {w.name: w for w in every if w.age(now) <= settings.WORKER_LOST_AFTER}
-        claims = {(w.generation_id, w.attempt): w.name for w in every if w.generation_id and w.attempt}
-        claims.update({_key(w.delivered): f"{DELIVERED}:{w.name}" for w in every if _key(w.delivered)})
+        claims: Claims = {}
+        for w in every:
+            if w.generation_id and w.attempt:
+                claims.setdefault((w.generation_id, w.attempt), []).append(w)
+            if key := _key(w.delivered):
+                claims.setdefault(key, []).append(w)
         lost: list[Verdict] = []
         adopt: list[tuple[Generation, str]] = []
         seen: set[tuple[int, int]] = set()
-        for g in Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related("template"):
+        for g in Generation.objects.filter(status__in=Generation.IN_FLIGHT).select_related(
+            "template", "host"
+        ):
             key = (g.pk, g.attempt)
             finding = self.examine(g, live, claims, now=now)
             if finding.claimed_by:
@@ -113,17 +123,22 @@ class Reconciler:
         self,
         g: Generation,
         live: dict[str, heartbeats.WorkerInfo],
-        claims: dict[tuple[int, int], str],
+        claims: Claims,
         *,
         now: float,
     ) -> Finding:
         status = jobs.job_status(g.pk, g.attempt, self.redis)
-        claimer = claims.get((g.pk, g.attempt), "")
-        if claimer.startswith(f"{DELIVERED}:"):
-            worker = claimer.split(":", 1)[1]
+        job_id = protocol.job_id(g.pk, g.attempt)
+        # Only the holder's heartbeats count (the host bound by the attempt's first "started"):
+        # another host must not keep an attempt alive, nor say it delivered it.
+        mine = [w for w in claims.get((g.pk, g.attempt), []) if g.host is None or w.host == g.host.username]
+        done = next((w for w in mine if w.delivered == job_id), None)
+        if done is not None:
             return Finding(
-                kind=DELIVERED, reason=f"worker {worker} delivered it; its succeeded event never came (lost?)"
+                kind=DELIVERED,
+                reason=f"worker {done.name} delivered it; its succeeded event never came (lost?)",
             )
+        claimer = next((w.name for w in mine if w.generation_id == g.pk and w.attempt == g.attempt), "")
         if claimer in live:
             # The worker says it runs this attempt: that wins over RQ's record, or its absence.
             return Finding(claimed_by=claimer, adopt=status is None)

@@ -1,10 +1,12 @@
-"""Outputs that workers upload: the signed per-attempt URL, and storing each file as a Take with
-what the media probe finds (size, length, poster, thumbnail)."""
+"""Outputs that workers upload: the signed per-attempt URL, the checks an upload passes (a valid
+token, the credential of the host that holds the attempt), and storing each file as a Take with
+what the media probe finds (its type, size, length, poster, thumbnail)."""
 
 from __future__ import annotations
 
-import mimetypes
+import re
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,10 +18,12 @@ from django.db import transaction
 from django.urls import reverse
 
 from generations.dispatch import media
-from generations.models import Generation, Take
+from generations.fleet.hosts import security_event_record
+from generations.models import Generation, GpuHost, SecurityEvent, Take
 from generations.queue.services import takes_discard
 
 UPLOAD_SALT = "generations.upload"
+UPLOAD_HOLDER_WAIT_S = 5.0
 
 
 class UploadRefused(Exception):
@@ -44,40 +48,80 @@ def upload_token_verify(token: str) -> tuple[int, int]:
         raise UploadRefused("This upload URL is not valid.") from None
 
 
-def _kind_for(content_type: str) -> str:
-    top = content_type.split("/", 1)[0]
-    return top if top in (Take.Kind.VIDEO, Take.Kind.IMAGE, Take.Kind.AUDIO) else Take.Kind.OTHER
-
-
 def _in_flight(gid: int, attempt: int, *, lock: bool = False) -> Generation | None:
     qs = Generation.objects.filter(pk=gid, attempt=attempt, status__in=Generation.IN_FLIGHT)
     return (qs.select_for_update() if lock else qs).first()
 
 
-def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_type: str = "") -> Take:
+FILENAME_STEM_MAX = 80
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def filename_clean(filename: str, extension: str) -> str:
+    """A safe file name for storage and for Content-Disposition: ASCII letters, digits, ``._-``,
+    at most FILENAME_STEM_MAX characters before the extension the probe chose."""
+    stem = Path(filename.replace("\\", "/")).name
+    if "." in stem:
+        stem = stem.rsplit(".", 1)[0]
+    stem = _UNSAFE.sub("_", stem).strip("._-")[:FILENAME_STEM_MAX] or "output"
+    return stem + extension
+
+
+def upload_check(*, token: str, host: GpuHost | None) -> tuple[int, int]:
+    """Everything an upload must satisfy before its body is worth reading: a valid token, and an
+    attempt in flight that this host holds. Returns (generation id, attempt)."""
+    gid, attempt = upload_token_verify(token)
+    generation = _await_holder(gid, attempt) if host is not None else _in_flight(gid, attempt)
+    if generation is None:
+        raise UploadRefused("This generation no longer accepts uploads for this attempt.", status=409)
+    if host is not None and generation.host_id != host.pk:
+        security_event_record(
+            kind=SecurityEvent.Kind.FOREIGN_UPLOAD,
+            host=host,
+            generation_id=gid,
+            attempt=attempt,
+            detail="upload for an attempt another host holds"
+            if generation.host_id
+            else "upload before start",
+        )
+        raise UploadRefused("This attempt is not held by this GPU host.", status=403)
+    return gid, attempt
+
+
+def _await_holder(gid: int, attempt: int) -> Generation | None:
+    # A worker uploads right after its "started" event; the conductor may not have applied it yet.
+    deadline = time.monotonic() + UPLOAD_HOLDER_WAIT_S
+    while True:
+        generation = _in_flight(gid, attempt)
+        if generation is None or generation.host_id is not None or time.monotonic() >= deadline:
+            return generation
+        time.sleep(0.05)
+
+
+def take_store(
+    *, token: str, filename: str, chunks: Iterable[bytes], host: GpuHost | None = None, content_type: str = ""
+) -> Take:
     """Store one output file streamed by a worker and record it as a Take.
 
-    Re-uploading the same file for the same attempt replaces it (a retried PUT)."""
-    gid, attempt = upload_token_verify(token)
-    filename = Path(filename).name
-    if not filename or filename.startswith("."):
-        raise UploadRefused("A file name is required.", status=400)
+    ``host`` is the credential the upload came with (the view requires one): the attempt must be
+    held by it. The server decides the type by probing the file (``media``); anything but an
+    allowed video or image is refused (415), and the name is cleaned and given the extension found.
+    ``content_type`` (the worker's claim) is ignored. Re-uploading the same file for the same
+    attempt replaces it (a retried PUT)."""
+    gid, attempt = upload_check(token=token, host=host)
     gone = UploadRefused("This generation no longer accepts uploads for this attempt.", status=409)
-    if _in_flight(gid, attempt) is None:
-        raise gone  # cancelled, already finished, or superseded by a newer attempt
-    content_type = (
-        content_type.split(";")[0].strip() or mimetypes.guess_type(filename)[0] or "application/octet-stream"
-    )
-    with tempfile.NamedTemporaryFile(suffix=Path(filename).suffix) as tmp:
+    with tempfile.NamedTemporaryFile(prefix="upload-") as tmp:
         size = _receive(chunks, tmp)
-        info = media.probe(Path(tmp.name), content_type)
-        # The gallery grid's small JPEG, made once here like the poster (a few ms).
-        thumb = media.thumbnail(Path(tmp.name), content_type)
+        try:
+            info = media.probe_file(Path(tmp.name))
+        except media.MediaRefused as exc:
+            raise UploadRefused(str(exc), status=415) from None
+        filename = filename_clean(filename, info.extension)
         tmp.seek(0)
         with transaction.atomic():
             # Checked again under the row lock that cancel takes: a take never outlives a cancel.
             generation = _in_flight(gid, attempt, lock=True)
-            if generation is None:
+            if generation is None or (host is not None and generation.host_id != host.pk):
                 raise gone
             # A retried PUT of the same file replaces it.
             takes_discard(Take.objects.filter(generation=generation, attempt=attempt, filename=filename))
@@ -85,8 +129,8 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
                 generation=generation,
                 attempt=attempt,
                 filename=filename,
-                kind=_kind_for(content_type),
-                content_type=content_type,
+                kind=info.kind,
+                content_type=info.content_type,
                 size=size,
                 width=info.width,
                 height=info.height,
@@ -97,8 +141,8 @@ def take_store(*, token: str, filename: str, chunks: Iterable[bytes], content_ty
             stem = Path(filename).stem
             if info.poster_png:
                 take.poster.save(f"{stem}-poster.png", ContentFile(info.poster_png), save=False)
-            if thumb:
-                take.thumbnail.save(f"{stem}-thumb.jpg", ContentFile(thumb), save=False)
+            if info.thumbnail_jpeg:
+                take.thumbnail.save(f"{stem}-thumb.jpg", ContentFile(info.thumbnail_jpeg), save=False)
             take.save()
     return take
 

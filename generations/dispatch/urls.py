@@ -6,4 +6,5 @@ from generations.dispatch import views
 
 urlpatterns = [
     path("api/uploads/<str:token>/<str:filename>", views.take_upload, name="take-upload"),
+    path("api/upload-check", views.take_upload_check, name="take-upload-check"),
 ]

@@ -19,7 +19,21 @@ from django.db.models.fields.files import FieldFile
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
+from generations.files.sniff import MEDIA_TYPES
+
 CHUNK = 256 * 1024
+# Stored media came from GPU hosts: even a file that got past the probe must not run as a page on our
+# origin. The proxy adds the same headers to what it serves (deploy/Caddyfile).
+MEDIA_HEADERS = {
+    "Content-Security-Policy": "sandbox; default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def media_headers(response: HttpResponse) -> HttpResponse:
+    for name, value in MEDIA_HEADERS.items():
+        response[name] = value
+    return response
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -85,20 +99,24 @@ def ranged_file_response(
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     response["Content-Disposition"] = content_disposition_header(attachment, filename)
     response["Cache-Control"] = "private, max-age=3600"
-    return response
+    return media_headers(response)
 
 
 def stored_file_response(
     request: HttpRequest, field: FieldFile, *, content_type: str, filename: str, attachment: bool = False
 ) -> HttpResponse:
     """Serve a stored file after the caller's permission check: through the proxy's internal
-    location when MEDIA_ACCEL_REDIRECT is set (nginx streams it, Range included), else ourselves."""
+    location when MEDIA_ACCEL_REDIRECT is set (nginx streams it, Range included), else ourselves.
+    Only the media types the probe can find are served as such (a take stored before the probe
+    chose types may say anything)."""
+    if content_type not in MEDIA_TYPES:
+        content_type = "application/octet-stream"
     prefix = settings.MEDIA_ACCEL_REDIRECT
     if prefix:
         response = HttpResponse(content_type=content_type)
         response["X-Accel-Redirect"] = prefix.rstrip("/") + "/" + quote(field.name)
         response["Content-Disposition"] = content_disposition_header(attachment, filename)
-        return response
+        return media_headers(response)
     return ranged_file_response(
         request,
         field.open("rb"),

@@ -49,7 +49,8 @@ class LocalFleet:
             for _ in range(target - len(active)):
                 self._start()
         elif len(active) > target:
-            states = {w.name: w.state for w in workers(conn)}
+            # An enrolled host's workers are named "<its user>:<the name given here>".
+            states = {w.name.rsplit(":", 1)[-1]: w.state for w in workers(conn)}
             # Idle (or not yet warm) ones first: a busy one would make someone wait for a redo.
             surplus = sorted(active, key=lambda n: states.get(n) in ("busy", "delivering"))[
                 : len(active) - target

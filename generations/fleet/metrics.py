@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, F
+from django.db.models import Count, F, Sum
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -14,7 +14,7 @@ from generations.broker.connection import connection
 from generations.broker.heartbeats import workers
 from generations.fleet import autoscale
 from generations.fleet.costs import spend_for
-from generations.models import Generation, Workshop
+from generations.models import Generation, SecurityEvent, Workshop
 
 S = Generation.Status
 DURATION_BUCKETS = (30, 60, 120, 180, 240, 300, 450, 600, 900, 1800)
@@ -68,6 +68,15 @@ class WorkshopCollector(Collector):
             "workshop_spend", "GPU spend so far (as the panel shows it)", value=float(spend.cost)
         )
         yield self._durations()
+        refused = GaugeMetricFamily(
+            "workshop_gpu_host_refusals",
+            "What GPU hosts sent across their boundary and was refused, by kind (since the database began)",
+            labels=["kind"],
+        )
+        counts = dict(SecurityEvent.objects.values("kind").annotate(n=Sum("count")).values_list("kind", "n"))
+        for kind in SecurityEvent.Kind.values:
+            refused.add_metric([kind], counts.get(kind, 0))
+        yield refused
 
     def _durations(self) -> HistogramMetricFamily:
         took = [

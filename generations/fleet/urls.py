@@ -9,4 +9,6 @@ urlpatterns = [
     path("api/workers", views.api_workers, name="api-workers"),
     path("metrics", views.metrics, name="metrics"),
     path("instructor/planner", views.planner, name="planner"),
+    path("instructor/fleet", views.fleet_hosts, name="instructor-fleet"),
+    path("instructor/fleet/hosts/<int:pk>/revoke", views.fleet_host_revoke, name="instructor-fleet-revoke"),
 ]

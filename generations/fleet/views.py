@@ -1,5 +1,5 @@
-"""The capacity planner (instructors) and the operators' API (a Bearer token): queue status,
-workers, Prometheus metrics."""
+"""The capacity planner and the GPU hosts page (instructors), and the operators' API (a Bearer
+token): queue status, workers, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from accounts.views import instructor_required
 from generations.broker.connection import connection
 from generations.broker.heartbeats import workers
 from generations.domain.capacity import Shape, capacity
+from generations.fleet import hosts
 from generations.fleet.metrics import WorkshopCollector, queue_status
-from generations.models import Worker
+from generations.models import GpuHost, SecurityEvent, Worker
 
 
 class ShapeForm(forms.Form):
@@ -52,6 +54,49 @@ def planner(request: HttpRequest) -> HttpResponse:
     result = capacity(Shape(**form.cleaned_data)) if form.is_valid() else None
     template = "generations/planner.html#result" if request.htmx else "generations/planner.html"
     return render(request, template, {"form": form, "plan": result})
+
+
+# --- GPU hosts (instructors; the admin has the same) -----------------------------------------
+
+
+class HostForm(forms.Form):
+    name = forms.RegexField(
+        regex=hosts.NAME, max_length=40, help_text="Lower-case letters, digits and hyphens, e.g. verda-h100-1"
+    )
+    kind = forms.ChoiceField(choices=GpuHost.Kind.choices, label="Where it runs")
+    note = forms.CharField(max_length=200, required=False)
+
+
+@instructor_required
+@require_http_methods(["GET", "POST"])
+def fleet_hosts(request: HttpRequest) -> HttpResponse:
+    """The enrolled GPU hosts, "Add a GPU host" (its environment is shown once), and "Revoke"."""
+    form = HostForm(request.POST or None)
+    enrolment = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            enrolment = hosts.host_enrol(**form.cleaned_data, by=request.user)
+        except hosts.EnrolRefused as exc:
+            form.add_error("name", str(exc))
+        else:
+            form = HostForm()
+    context = {
+        "form": form,
+        "enrolment": enrolment,
+        "hosts": GpuHost.objects.prefetch_related("workers"),
+        "incidents": SecurityEvent.objects.select_related("host")[:20],
+    }
+    response = render(request, "generations/instructor/fleet.html", context)
+    response["Cache-Control"] = "no-store"  # the page may hold a secret
+    return response
+
+
+@instructor_required
+@require_POST
+def fleet_host_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    host = get_object_or_404(GpuHost, pk=pk)
+    hosts.host_revoke(host=host, by=request.user)
+    return redirect("instructor-fleet")
 
 
 # --- The operators' API (OPERATOR_API_TOKEN; unset turns it off) ---------------------------

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from generations.broker.heartbeats import WorkerInfo, workers
-from generations.models import Generation, Worker
+from generations.models import Generation, GpuHost, Worker
 
 
 def sync(conn: redis.Redis) -> list[WorkerInfo]:
@@ -17,6 +17,8 @@ def sync(conn: redis.Redis) -> list[WorkerInfo]:
     now = timezone.now()
     alive = workers(conn)
     gap_limit = float(settings.WORKER_LOST_AFTER)
+    usernames = {w.host for w in alive if w.host}
+    hosts = dict(GpuHost.objects.filter(username__in=usernames).values_list("username", "pk"))
     for w in alive:
         row = Worker.objects.filter(name=w.name).first()
         current = (
@@ -35,6 +37,7 @@ def sync(conn: redis.Redis) -> list[WorkerInfo]:
             "state": w.state,
             "current_generation_id": current,
             "last_seen": now,
+            "host_id": hosts.get(w.host),
         }
         if row is None:
             Worker.objects.create(name=w.name, first_seen=now, **fields)
@@ -47,5 +50,7 @@ def sync(conn: redis.Redis) -> list[WorkerInfo]:
             **fields,
         )
     names = [w.name for w in alive]
-    Worker.objects.exclude(name__in=names).exclude(state="gone").update(state="gone", current_generation=None)
+    Worker.objects.exclude(name__in=names).exclude(state__in=("gone", "revoked")).update(
+        state="gone", current_generation=None
+    )
     return alive

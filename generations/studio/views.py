@@ -18,7 +18,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from generations.authoring.params import ParamsForm, composer, parse_spec
 from generations.broker.previews import previews
-from generations.files.ranges import stored_file_response
+from generations.dispatch.schema import PREVIEW_SIDE_LIMIT
+from generations.files.ranges import media_headers, stored_file_response
+from generations.files.sniff import preview_image
 from generations.files.streaming import streamed
 from generations.gallery.remix import remix_initial
 from generations.instructor.announcements import announcements_active
@@ -35,6 +37,7 @@ from generations.queue.access import (
 )
 from generations.queue.cards import queue_context, with_estimates, with_previews
 from generations.queue.selectors import finished_of
+from gpu_worker import protocol
 from workshop.inputs import int_or_none
 
 PAGE = "generations/round.html"
@@ -209,9 +212,12 @@ def generation_preview(request: HttpRequest, pk: int) -> HttpResponse:
     """The latest preview frame of a running generation (kept in Redis while it renders)."""
     generation = generation_for_user(request.user, pk)
     found = previews([(generation.pk, generation.attempt)]).get(generation.pk)
-    if not found:
+    image = base64.b64decode(str(found["image"])) if found else b""
+    # Served with the type its bytes have (checked again: an entry may predate the conductor's check).
+    kind = preview_image(image, max_bytes=protocol.PREVIEW_MAX_BYTES, max_side=PREVIEW_SIDE_LIMIT)
+    if kind is None:
         return HttpResponse(status=404)
-    response = HttpResponse(base64.b64decode(str(found["image"])), content_type=str(found["content_type"]))
+    response = media_headers(HttpResponse(image, content_type=kind[0].content_type))
     response["Cache-Control"] = "no-store"
     return response
 

@@ -13,9 +13,11 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis import Redis
 from redis.exceptions import RedisError
 
+from gpu_worker import protocol, signing
 from gpu_worker.backends import JobContext
 
 from .fake_comfyui import FakeComfyUI
@@ -119,9 +121,24 @@ def worker_python() -> str:
     return str(python)
 
 
+# The conductor's key for these tests: workers run only jobs signed with it (gpu_worker.guard).
+JOB_KEY = Ed25519PrivateKey.generate()
+
+
+def signed(kwargs: dict[str, Any], job_id: str) -> dict[str, Any]:
+    """``kwargs`` of a generation job with the signature the conductor would add."""
+    signature = signing.sign(JOB_KEY, job_id=job_id, function=protocol.JOB_FUNCTION, kwargs=kwargs, ttl=600)
+    return {**kwargs, signing.SIGNATURE_KWARG: signature}
+
+
 @pytest.fixture(scope="session")
 def worker_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "SYNTHETIC_FRAME_DELAY": "0"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "SYNTHETIC_FRAME_DELAY": "0",
+        "JOB_VERIFY_KEY": signing.public_key_text(JOB_KEY),
+    }
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from gpu_worker import protocol
 
-from .conftest import ROOT
+from .conftest import ROOT, signed
 
 if TYPE_CHECKING:
     from tests.gpu_worker.conftest import Upload, UploadServer
@@ -58,7 +58,8 @@ def worked(
             "params": params,
             "upload_url": http_server.url(),
         }
-        queue.enqueue(protocol.JOB_FUNCTION, kwargs=kwargs, job_id=protocol.job_id(generation_id, attempt))
+        job_id = protocol.job_id(generation_id, attempt)
+        queue.enqueue(protocol.JOB_FUNCTION, kwargs=signed(kwargs, job_id), job_id=job_id)
     command = [worker_python, "-m", "gpu_worker", "run", "--burst", "--redis-url", redis_url]
     command += ["--queues", queue_name, "--events-stream", stream, "--name", worker]
     try:

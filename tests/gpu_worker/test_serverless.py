@@ -24,7 +24,7 @@ from rq.serializers import JSONSerializer
 from gpu_worker import protocol
 from gpu_worker.cli import build_parser
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, signed, wait_for
 from .fake_comfyui import FakeComfyUI
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class Worker:
         kwargs = {"generation_id": self.generation_id, "attempt": attempt, "template": "kite"}
         kwargs |= {"workflow": {}, "params": params, "upload_url": self.upload_url}
         job_id = protocol.job_id(self.generation_id, attempt)
-        self.queue.enqueue(protocol.JOB_FUNCTION, kwargs=kwargs, job_id=job_id)
+        self.queue.enqueue(protocol.JOB_FUNCTION, kwargs=signed(kwargs, job_id), job_id=job_id)
         return job_id
 
     def heartbeat(self) -> dict[str, str]:

@@ -22,7 +22,7 @@ from gpu_worker import protocol
 from gpu_worker.backends.comfyui import ComfyUIBackend
 from gpu_worker.warmup import Gate, Launcher
 
-from .conftest import ROOT, wait_for
+from .conftest import ROOT, signed, wait_for
 from .fake_comfyui import FakeComfyUI, run
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ def lifecycle(
     def enqueue(generation_id: int, workflow: dict[str, Any]) -> None:
         kwargs = {"generation_id": generation_id, "attempt": 1, "template": "t", "workflow": workflow}
         kwargs |= {"params": {}, "upload_url": http_server.url(), "timeout": 60}
-        queue.enqueue(protocol.JOB_FUNCTION, kwargs=kwargs, job_id=protocol.job_id(generation_id, 1))
+        job_id = protocol.job_id(generation_id, 1)
+        queue.enqueue(protocol.JOB_FUNCTION, kwargs=signed(kwargs, job_id), job_id=job_id)
 
     try:
         seen.states.append(wait_for(state))

@@ -40,6 +40,9 @@ class Command(BaseCommand):
             "--synthetic-frame-delay",
             str(opts["frame_delay"]),
         ]
+        if os.environ.get("GPU_WORKER_REDIS_URL"):
+            # The credential of the GPU host enrolled for these workers (manage.py up --autoscale).
+            command += ["--redis-url", os.environ["GPU_WORKER_REDIS_URL"]]
         env = {**os.environ, "PYTHONPATH": str(settings.BASE_DIR)}
         local = LocalFleet(
             command, env, queue=opts["queue"], max_workers=opts["max"], cwd=str(settings.BASE_DIR)

@@ -3,15 +3,18 @@
 Migrates, seeds the demo when the database is empty, then runs the web side (``--web N``
 daphne processes behind one port: ``manage.py web``), the conductor and local GPU workers on
 the synthetic backend (plus a private Redis when REDIS_URL is not set) until Ctrl-C, which
-stops all of them in order. With ``--comfyui`` each worker drives a real ComfyUI on the CPU
-instead (installed by ``deploy/bootstrap.py --comfyui``), which it starts itself, and the
-demo round offers the model-free template.
+stops all of them in order. As in production, the private Redis has ACLs on: the web app and
+the conductor have their own users, and each local worker is a GPU host enrolled for this run
+with its own credential (revoked at exit). With ``--comfyui`` each worker drives a real
+ComfyUI on the CPU instead (installed by ``deploy/bootstrap.py --comfyui``), which it starts
+itself, and the demo round offers the model-free template.
 """
 
 from __future__ import annotations
 
 import http.client
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -22,13 +25,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
 from generations.authoring.demo import seed_demo
 from generations.authoring.library import MODEL_FREE
+from generations.broker import acl
 from generations.fleet import localcomfy
+from generations.fleet.hosts import host_enrol
+from generations.models import GpuHost
 from workshop.local_secret import local_secret_key
 
 BASE = Path(settings.BASE_DIR)
@@ -88,6 +96,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.enrolled: list[int] = []
+        self.redis_urls: dict[str, str] = {}
         host, port = opts["host"], opts["port"]
         if _port_taken(host, port):
             raise CommandError(f"Port {port} on {host} is in use; stop what runs there or pass --port.")
@@ -110,8 +120,8 @@ class Command(BaseCommand):
             call_command("load_templates")
             self._print_logins(MODEL_FREE.slug if opts["comfyui"] else None)
             web = ["manage.py", "web", "--host", host, "--port", str(port), "--processes", str(opts["web"])]
-            self._start("web", [sys.executable, *web], env)
-            self._start("conductor", [sys.executable, "manage.py", "conductor"], env)
+            self._start("web", [sys.executable, *web], self._as("web", env))
+            self._start("conductor", [sys.executable, "manage.py", "conductor"], self._as("conductor", env))
             self._start_workers(opts, env)
             self._wait_for_port(host, port)
             self.stdout.write(
@@ -131,10 +141,14 @@ class Command(BaseCommand):
         if not worker.exists():
             raise CommandError(f"{worker} is missing: run deploy/up.sh, which installs the GPU worker.")
         if opts["autoscale"]:
+            credential = self._enrol("local-fleet")
             fleet_env = {
-                **env,
+                **self._as("conductor", env),
                 "WORKERS_MAX": str(opts["workers"]),
                 "SYNTHETIC_FRAME_DELAY": str(opts["frame_delay"]),
+                # What the provider hands the workers it starts: one host for all of them.
+                "GPU_WORKER_REDIS_URL": credential["REDIS_URL"],
+                "JOB_VERIFY_KEY": credential["JOB_VERIFY_KEY"],
             }
             command = [sys.executable, "manage.py", "local_fleet", "--max", str(opts["workers"])]
             self._start("local-provider", command, fleet_env)
@@ -145,7 +159,9 @@ class Command(BaseCommand):
                 if opts["comfyui"]
                 else ["--backend", "synthetic", "--synthetic-frame-delay", str(opts["frame_delay"])]
             )
-            self._start(f"gpu-{i}", [str(worker), "run", "--name", f"local-gpu-{i}", *backend], env)
+            credential = self._enrol(f"local-gpu-{i}")
+            name = credential["GPU_WORKER_NAME"]
+            self._start(f"gpu-{i}", [str(worker), "run", "--name", name, *backend], {**env, **credential})
 
     def _comfyui_arguments(self, i: int) -> list[str]:
         """A ComfyUI of its own per worker, as on a GPU host: the worker starts it (and again if it
@@ -165,6 +181,19 @@ class Command(BaseCommand):
             str(home / "comfyui.log"),
         ]
 
+    def _as(self, role: str, env: dict[str, str]) -> dict[str, str]:
+        """The environment of the web app or the conductor: its own Redis user on the private Redis."""
+        return {**env, "REDIS_URL": self.redis_urls[role]} if role in self.redis_urls else env
+
+    def _enrol(self, name: str) -> dict[str, str]:
+        """A GPU host for one local worker (or the local provider's workers), as an admin would add it."""
+        admin = self.redis_urls.get("admin") or settings.REDIS_URL
+        enrolment = host_enrol(
+            name=f"{name}-{secrets.token_hex(3)}", kind=GpuHost.Kind.LOCAL, conn=redis.Redis.from_url(admin)
+        )
+        self.enrolled.append(enrolment.host.pk)
+        return enrolment.environment
+
     def _environment(self, host: str, port: int) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("DEBUG", "true")  # a plain-HTTP local demo
@@ -176,6 +205,8 @@ class Command(BaseCommand):
             env["SECRET_KEY"] = local_secret_key(Path(settings.LOCAL_DIR))
         if not os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = self._start_redis(env)
+            # This process enrols the workers: the address it gives them is the private Redis.
+            settings.REDIS_URL = self.redis_urls["web"]
         return env
 
     def _start_redis(self, env: dict[str, str]) -> str:
@@ -187,6 +218,17 @@ class Command(BaseCommand):
         port = _free_port()
         data = Path(settings.LOCAL_DIR) / "redis"
         data.mkdir(parents=True, exist_ok=True)
+        # ACLs on, as in production: an admin (this command), the web app's and the conductor's users.
+        passwords = {role: secrets.token_hex(16) for role in ("admin", "web", "conductor")}
+        users = [
+            ["--user", "default", "off"],
+            ["--user", "workshop-admin", "on", f">{passwords['admin']}", "~*", "&*", "+@all"],
+            ["--user", "workshop-web", "on", f">{passwords['web']}", *acl.APP_RULES],
+            ["--user", "workshop-conductor", "on", f">{passwords['conductor']}", *acl.APP_RULES],
+        ]
+        for role in passwords:
+            user = f"workshop-{role}"
+            self.redis_urls[role] = f"redis://{user}:{passwords[role]}@127.0.0.1:{port}/0"
         self._start(
             "redis",
             [
@@ -203,14 +245,15 @@ class Command(BaseCommand):
                 "noeviction",
                 "--dir",
                 str(data),
+                *(arg for user in users for arg in user),
             ],
             env,
         )
-        url = f"redis://127.0.0.1:{port}/0"
+        url = self.redis_urls["web"]
         for _ in range(100):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
-                    self.stdout.write(f"private Redis at {url}")
+                    self.stdout.write(f"private Redis with ACLs at 127.0.0.1:{port}")
                     return url
             time.sleep(0.05)
         raise CommandError("The private Redis did not start; see its output above.")
@@ -253,5 +296,8 @@ class Command(BaseCommand):
                     self.stderr.write(f"{name} did not stop in 15 s; killing it")
                     proc.kill()
                     proc.wait()
+        if self.enrolled:
+            # This run's hosts die with its private Redis: keep them from looking enrolled.
+            GpuHost.objects.filter(pk__in=self.enrolled, revoked_at=None).update(revoked_at=timezone.now())
         if self.procs:
             self.stdout.write("stopped")
