@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from generations.authoring.demo import synthetic_template
 from generations.models import Generation, Round, WorkflowTemplate
 
 from . import comfyui_real
+from .redis_server import WEB_USER, RedisServer
 
 VALID = {
     "prompt": "a lighthouse at dusk, slow dolly in",
@@ -32,11 +34,34 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
         db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{os.getpid()}"
 
 
-@pytest.fixture(scope="session")
-def redis_conn() -> redis_lib.Redis:
+@pytest.fixture
+def redis_conn(request: pytest.FixtureRequest) -> redis_lib.Redis:
+    if "live_stack" in request.fixturenames:
+        request.getfixturevalue("live_stack")  # it moves the test onto its private Redis first
     conn = redis_lib.Redis.from_url(settings.REDIS_URL)
     conn.ping()
     return conn
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This run's own redis-server with ACLs (see tests/redis_server.py)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def acl_redis(redis_server: RedisServer, settings) -> RedisServer:  # type: ignore[no-untyped-def]
+    """The private Redis, emptied, with the test process acting as the web app on it."""
+    redis_server.reset()
+    settings.REDIS_URL = redis_server.url(WEB_USER)
+    # The channel layer too: a push the test sends must reach the sockets of the web processes on it.
+    layers = copy.deepcopy(settings.CHANNEL_LAYERS)
+    for host in layers["default"]["CONFIG"]["hosts"]:
+        host["address"] = settings.REDIS_URL
+    settings.CHANNEL_LAYERS = layers  # channels drops its cached layer on the change, and after the test
+    return redis_server
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +76,9 @@ def _private_media(settings, tmp_path) -> None:
 
 
 @pytest.fixture
-def live_stack(transactional_db: None, settings, tmp_path):  # type: ignore[no-untyped-def]
-    """The real web server, conductor and a GPU worker; the test starts what it needs."""
+def live_stack(transactional_db: None, settings, tmp_path, acl_redis: RedisServer):  # type: ignore[no-untyped-def]
+    """The real web server, conductor and GPU workers (each its own enrolled host) on a private
+    Redis with ACLs; the test starts what it needs."""
     from django.db import connection
 
     from tests.live import LiveStack, database_url
@@ -63,6 +89,7 @@ def live_stack(transactional_db: None, settings, tmp_path):  # type: ignore[no-u
         redis_url=settings.REDIS_URL,
         media_root=settings.MEDIA_ROOT,
         logs=tmp_path / "logs",
+        redis_server=acl_redis,
     )
     settings.PUBLIC_BASE_URL = stack.url
     yield stack

@@ -12,6 +12,7 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from generations.dispatch import attempts
+from generations.fleet.hosts import USERNAME_PREFIX
 from generations.models import Generation
 from generations.queue import services
 from gpu_worker import protocol
@@ -31,8 +32,13 @@ def state(g: Generation) -> tuple[str, int]:
     return Generation.objects.values_list("status", "attempt").get(pk=g.pk)
 
 
+def named(name: str) -> str:
+    """The name a worker the stack starts as ``name`` runs under: its enrolled host's user."""
+    return USERNAME_PREFIX + name
+
+
 def beat_of(redis_conn, name: str) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in redis_conn.hgetall(protocol.worker_key(name)).items()}
+    return {k.decode(): v.decode() for k, v in redis_conn.hgetall(protocol.worker_key(named(name))).items()}
 
 
 def test_a_web_restart_costs_no_render(live_stack, redis_conn, owner, open_round, template) -> None:
@@ -87,9 +93,9 @@ def test_the_work_horse_dies_with_its_worker(live_stack, redis_conn, owner, open
 def test_a_worker_takes_no_job_while_a_process_of_its_name_renders(
     live_stack, redis_conn, owner, open_round, template
 ) -> None:
-    lock = RenderLock("w-lock")
+    lock = RenderLock(named("w-lock"))
     hold = f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from gpu_worker.horse import RenderLock; "
-    hold += "RenderLock('w-lock').hold(); time.sleep(600)"
+    hold += f"RenderLock({named('w-lock')!r}).hold(); time.sleep(600)"
     orphan = subprocess.Popen([sys.executable, "-c", hold])
     try:
         wait_for(lambda: lock.holder() == orphan.pid, timeout=20, what="the stand-in orphan")
