@@ -217,7 +217,12 @@
       const key = event.key.toLowerCase();
       if (key === "arrowright") { event.preventDefault(); step(1); }
       else if (key === "arrowleft") { event.preventDefault(); step(-1); }
-      else if (key === "c") { event.preventDefault(); $("#viewer-body .g-circle")?.click(); }
+      else if (key === "c") {
+        event.preventDefault();
+        const button = $("#viewer-body .g-circle");
+        // A key pressed the instant a take arrives may beat htmx to the new button: process it first.
+        if (button) { htmx.process(button); button.click(); }
+      }
       else if (key === "n") { event.preventDefault(); $("#viewer-body .g-note input")?.focus(); }
       else if (key === "escape") { event.preventDefault(); closeViewer(); }
       return;
