@@ -101,7 +101,10 @@ def test_it_ends_with_the_figures_as_one_json_line(accepted: Accepted) -> None:
     assert 0 < figures["overhead_median_s"] <= figures["overhead_p95_s"]
     assert 0 < figures["cancel_to_free_median_s"] <= figures["cancel_to_free_max_s"]
     assert figures["worker_start_to_idle_s"] > 0 and figures["comfyui_start_to_ready_s"] is None
-    assert figures["synthetic_fps"] == pytest.approx(12 / figures["synthetic_seconds"], rel=0.01)
+    # Both figures are rounded (seconds to 1 ms, fps to 0.01), and a fast CPU renders the clip in
+    # about 13 ms, so the check allows for the rounding instead of a fixed 1%.
+    seconds = figures["synthetic_seconds"]
+    assert 12 / (seconds + 0.0005) - 0.005 <= figures["synthetic_fps"] <= 12 / (seconds - 0.0005) + 0.005
 
 
 def test_it_renders_the_synthetic_clip_at_the_size_asked(accepted: Accepted) -> None:
