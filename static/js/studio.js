@@ -155,6 +155,24 @@
       if (!line.hidden) line.textContent = `last update ${Math.round(age / 1000)} s ago`;
     });
   }, 1000);
+  // The submit answer was rendered before it travelled; meanwhile the socket may have brought newer
+  // states of the same cards (the conductor dispatches at once). Keep those instead of stepping back.
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    if (event.detail.elt?.id !== "submit-form" || !event.detail.serverResponse) return;
+    const answer = document.createElement("template");
+    answer.innerHTML = event.detail.serverResponse;
+    $$("article.tile[id^=gen-]", answer.content).forEach((card) => {
+      const shown = document.getElementById(card.id);
+      if (!shown) return;
+      if (shown.closest("#my-takes")) card.remove();  // already finished: it lives in the takes
+      else {
+        const copy = shown.cloneNode(true);
+        copy.removeAttribute("hx-swap-oob");
+        card.replaceWith(copy);
+      }
+    });
+    event.detail.serverResponse = answer.innerHTML;
+  });
   // A new preview frame replaces the tile's image: keep showing the previous one while it loads.
   document.addEventListener("htmx:oobBeforeSwap", (event) => {
     const old = event.detail.target?.querySelector?.(".tile-preview");
