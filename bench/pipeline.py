@@ -55,7 +55,7 @@ class PageWatcher(threading.Thread):
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
-        pattern = re.compile(r'id="gen-(\d+)" class="card status-succeeded"')
+        pattern = re.compile(r'id="gen-(\d+)" class="card [^"]*\bstatus-succeeded\b')
         origin = "http://" + self.url.split("://", 1)[1].split("/", 1)[0]
         headers = {"Cookie": f"sessionid={self.session_key}"}
         while not self.stop.is_set():
