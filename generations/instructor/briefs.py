@@ -10,6 +10,7 @@ from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.text import get_valid_filename
 
+from generations.files import sniff
 from generations.instructor.workshop import PanelRefused
 from generations.live import groups
 from generations.models import Round
@@ -38,13 +39,8 @@ def brief_images(rnd: Round) -> list[str]:
 
 def _is_image(head: bytes, suffix: str) -> bool:
     """The file starts like the image its name claims to be (never serve HTML as an image)."""
-    if suffix == ".png":
-        return head.startswith(b"\x89PNG\r\n\x1a\n")
-    if suffix in (".jpg", ".jpeg"):
-        return head.startswith(b"\xff\xd8\xff")
-    if suffix == ".gif":
-        return head.startswith((b"GIF87a", b"GIF89a"))
-    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    kind = sniff.kind_of(head)
+    return kind is not None and kind.content_type == BRIEF_IMAGE_TYPES[suffix]
 
 
 def brief_image_add(*, rnd: Round, upload: UploadedFile) -> str:
