@@ -155,9 +155,7 @@ class Generation(models.Model):
     worker = models.CharField(max_length=120, blank=True)
     # The enrolled host holding the current attempt: bound by its first "started"; events and uploads
     # of this attempt from any other credential are refused. Reset with every new attempt.
-    host = models.ForeignKey(
-        "GpuHost", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
+    host = models.ForeignKey("GpuHost", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     progress = models.FloatField(default=0)
     progress_message = models.CharField(max_length=200, blank=True)
     error_message = models.TextField(blank=True, help_text="Shown to the filmmaker")
@@ -188,6 +186,11 @@ class Generation(models.Model):
     def current_takes(self) -> list[Take]:
         """Takes of the attempt that succeeded (an earlier attempt's partial uploads don't count)."""
         return [t for t in self.takes.all() if t.attempt == self.attempt]
+
+    def card_takes(self) -> list[Take]:
+        """What its job card shows: only a succeeded generation shows takes (no query for the others,
+        which a burst renders by the hundred)."""
+        return self.current_takes() if self.status == self.Status.SUCCEEDED else []
 
 
 class QuotaTopUp(models.Model):

@@ -197,7 +197,7 @@ def test_it_lets_others_submit_during_a_submission_but_makes_a_pause_wait(owner,
 
     def submission_in_flight() -> None:  # what generation_create holds until it commits
         with transaction.atomic():
-            _round_share_locked(open_round.pk)
+            _round_share_locked(open_round.pk, template.pk, None)
             holding.set()
             done.wait(10)
         connection.close()

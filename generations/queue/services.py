@@ -22,7 +22,7 @@ from generations.broker.jobs import job_retire, remove_job
 from generations.broker.messages import signal_cancel, wake
 from generations.live import groups
 from generations.models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
-from generations.queue.quota import quota_for
+from generations.queue.quota import Quota, quota_for
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,16 @@ def generation_create(
 
     A `submit_token` seen before returns the generation it created (a double click or a
     retried POST creates one generation). Filmmakers are held to the round's quota."""
-    if submit_token is not None:
-        existing = Generation.objects.filter(submit_token=submit_token).first()
-        if existing is not None:
-            return _resubmitted(existing, owner)
     try:
         with transaction.atomic():
             # A concurrent pause/close waits for us (the round is share-locked: other filmmakers'
             # submissions go on at once, a burst is not one long line), and so does a second
             # submission of the same filmmaker counting against the quota (their row is locked).
-            rnd = _round_share_locked(round_id)
-            User.objects.select_for_update().filter(pk=owner.pk).exists()
-            _check_open(rnd, template, owner)
+            rnd, offered, seen = _round_share_locked(round_id, template.pk, submit_token)
+            if seen:
+                return _resubmitted(Generation.objects.get(submit_token=submit_token), owner)
+            quota = None if owner.is_instructor else quota_for(owner, rnd, lock=True) if rnd else None
+            _check_open(rnd, offered, quota)
             assert rnd is not None
             workflow = resolve_workflow(template.workflow, parse_spec(template.param_spec), params)
             generation = Generation.objects.create(
@@ -89,32 +87,48 @@ def _resubmitted(existing: Generation, owner: User) -> Generation:
     return existing
 
 
-def _round_share_locked(round_id: int) -> Round | None:
-    """The round, locked FOR SHARE until the transaction ends: its state cannot change meanwhile,
-    but other submissions may read it too (SQLite, the demo's, locks the whole file anyway)."""
-    if connection.vendor != "postgresql":
-        return Round.objects.filter(pk=round_id).first()
-    table = Round._meta.db_table
-    return next(iter(Round.objects.raw(f'SELECT * FROM "{table}" WHERE id = %s FOR SHARE', [round_id])), None)
+_token_field = Generation._meta.get_field("submit_token")
 
 
-def _check_open(rnd: Round | None, template: WorkflowTemplate, owner: User) -> None:
+def _round_share_locked(
+    round_id: int, template_id: int, submit_token: uuid.UUID | None
+) -> tuple[Round | None, bool, bool]:
+    """The round, locked FOR SHARE until the transaction ends (its state cannot change meanwhile, but
+    other submissions may read it too; SQLite, the demo's, locks the whole file anyway), whether it
+    offers the template, and whether the token was used already: one query (a burst's every submit
+    asks)."""
+    rounds, offers = Round._meta.db_table, Round.templates.through._meta.db_table
+    generations = Generation._meta.db_table
+    lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
+    found = Round.objects.raw(
+        f'SELECT *, EXISTS (SELECT 1 FROM "{offers}" WHERE round_id = %s AND workflowtemplate_id = %s) '
+        f'AS offered, EXISTS (SELECT 1 FROM "{generations}" WHERE submit_token = %s) AS seen '
+        f'FROM "{rounds}" WHERE id = %s{lock}',
+        [round_id, template_id, _token_field.get_db_prep_value(submit_token, connection), round_id],
+    )
+    rnd = next(iter(found), None)
+    if rnd is None:
+        return None, False, False
+    return rnd, bool(rnd.offered), bool(rnd.seen)
+
+
+def _check_open(rnd: Round | None, offered: bool, quota: Quota | None) -> None:
+    """Refuse a submission to a round that is not open, of a template it does not offer, or past the
+    filmmaker's quota (None: an instructor, who has none)."""
     if rnd is None:
         raise SubmissionRefused("This round does not exist.")
     if rnd.status != Round.Status.OPEN:
         raise SubmissionRefused(
             f"The round “{rnd.title}” is {rnd.get_status_display().lower()}: no new generations."
         )
-    if not rnd.templates.filter(pk=template.pk).exists():
+    if not offered:
         raise SubmissionRefused("This template is not offered in this round.")
-    if not owner.is_instructor:
-        quota = quota_for(owner, rnd)
-        if quota.left <= 0:
-            raise SubmissionRefused(
-                f"You have 0 generations left in this round: you have used all {quota.total}. "
-                "Cancelled and failed-by-the-system generations don't count; "
-                "ask the instructor for more."
-            )
+    if quota is not None and quota.left <= 0:
+        raise SubmissionRefused(
+            f"You have 0 generations left in this round: you have used all {quota.total}. "
+            "Cancelled and failed-by-the-system generations don't count; "
+            "ask the instructor for more."
+        )
 
 
 def quota_top_up(*, round: Round, filmmaker: User, amount: int, by: User) -> QuotaTopUp:
