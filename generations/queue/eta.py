@@ -8,6 +8,7 @@ warming up), so a dispatched job knows which worker it waits for and behind whic
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -164,16 +165,29 @@ def estimates(conn: redis.Redis, *, only: Iterable[Generation] | None = None) ->
     return result
 
 
+# Every progress event re-renders a running card, each with two queries for its template's recent runs;
+# those change only when a generation finishes, so a process reads them again at most this often.
+RECENT_MODELS_S = 10.0
+_models: Models = {}
+_models_read_at = 0.0
+
+
+def _recent_models() -> Models:
+    global _models, _models_read_at
+    if time.monotonic() - _models_read_at > RECENT_MODELS_S:
+        _models, _models_read_at = {}, time.monotonic()
+    return _models
+
+
 def running_estimates(generations: Iterable[Generation]) -> dict[int, Estimate]:
     """When running generations will be ready, without laying out the whole line: what a
     progress push needs (their template's model, their progress and time so far)."""
-    cache: Models = {}
     now = timezone.now()
     result = {}
     for g in generations:
         if g.status != S.RUNNING:
             continue
-        own = predicted(g.template, g.params, cache)
+        own = predicted(g.template, g.params, _recent_models())
         elapsed = (now - (g.started_at or now)).total_seconds()
         left, low, high = remaining(own, elapsed, g.progress)
         result[g.pk] = Estimate(

@@ -27,7 +27,7 @@ from generations.instructor.briefs import brief_images
 from generations.live import groups
 from generations.live.threads import on_a_thread
 from generations.models import Generation, Round
-from generations.queue.access import rounds_visible_to, with_takes
+from generations.queue.access import rounds_visible_to
 from generations.queue.cards import queue_context, with_estimates
 from generations.queue.selectors import NOT_SHOWN, finished_of
 
@@ -166,7 +166,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
                     await asyncio.wait_for(self.nudged.wait(), wait)
                 continue
             wanted, self.wanted = self.wanted, Wanted()
-            if wanted.moved:
+            if wanted.moved or wanted.queue:  # the whole queue shows positions and ETAs too
                 self.queue_sent_at = loop.time()
             try:
                 html = await on_a_thread(self._render)(wanted)
@@ -188,28 +188,26 @@ class RoundConsumer(AsyncWebsocketConsumer):
             parts.append(self._head_html())
         if wanted.banner:
             parts.append(render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()}))
-        if wanted.cards and not wanted.takes and self._any_finished(wanted.cards):
-            # A finished card moves from the queue's grid to the takes': both grids, whole.
-            wanted.queue = wanted.takes = True
-        if wanted.queue:
-            context = queue_context(self.user, self.round)
-            parts.append(render_to_string(f"{PAGE}#my-queue", context))
-        elif wanted.cards or wanted.moved:
+        cards: list[Generation] = []
+        if not wanted.queue and (wanted.cards or wanted.moved):
             # Single cards; when only positions moved, just the waiting cards (what moved).
             which = Q(pk__in=wanted.cards)
             if wanted.moved:
                 which |= Q(status=Generation.Status.QUEUED)
-            mine = Generation.objects.filter(which, owner=self.user, round=self.round).defer(*NOT_SHOWN)
-            cards = with_estimates(with_takes(mine))
-            parts += [render_to_string(f"{PAGE}#job-card", {"g": g}) for g in cards]
+            mine = Generation.objects.filter(which, owner=self.user, round=self.round)
+            cards = list(mine.select_related("template").defer(*NOT_SHOWN))  # a running card's ETA reads it
+            # A finished card moves from the queue's grid to the takes': both grids, whole.
+            wanted.queue = any(g.status in Generation.TERMINAL for g in cards)
+            wanted.takes = wanted.takes or wanted.queue
+        if wanted.queue:
+            context = queue_context(self.user, self.round)
+            parts.append(render_to_string(f"{PAGE}#my-queue", context))
+        else:
+            parts += [render_to_string(f"{PAGE}#job-card", {"g": g}) for g in with_estimates(cards)]
         if wanted.takes:
             context = {"finished": finished_of(self.user, self.round), "round": self.round}
             parts.append(render_to_string(f"{PAGE}#my-takes", context))
         return "".join(parts)
-
-    def _any_finished(self, ids: set[int]) -> bool:
-        mine = Generation.objects.filter(pk__in=ids, owner=self.user, round=self.round)
-        return mine.filter(status__in=Generation.TERMINAL).exists()
 
     def _head_html(self) -> str:
         """The round's title, state and brief, and the submit button that follows its state."""
