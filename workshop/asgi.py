@@ -25,6 +25,7 @@ bodygate.install()  # bodies refused before daphne stores them (see bodygate)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from generations.live.auth import AuthMiddlewareStack  # noqa: E402
+from generations.live.threads import answering  # noqa: E402
 from generations.routing import websocket_urlpatterns  # noqa: E402
 from workshop.security import ExactOriginValidator  # noqa: E402
 
@@ -86,21 +87,26 @@ def gated(inner: Any, most: int) -> Any:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if scope["type"] != "http":
             return await inner(scope, receive, send)
-        holding = False
+        holding = counted = False
 
         async def receive_then_wait() -> dict[str, Any]:
-            nonlocal holding
+            nonlocal holding, counted
             message = await receive()
-            if message["type"] == "http.request" and not message.get("more_body") and not holding:
+            if message["type"] == "http.request" and not message.get("more_body") and not counted:
+                counted = True
+                answering.started()  # socket renders wait for this answer from now on (live.threads)
                 await gate.acquire()
                 holding = True
             return message
 
         def release() -> None:
-            nonlocal holding
+            nonlocal holding, counted
             if holding:
                 holding = False
                 gate.release()
+            if counted:
+                counted = False
+                answering.done()
 
         async def send_then_release(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
