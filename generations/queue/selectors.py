@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.db.models import F, Prefetch, prefetch_related_objects
 
 from accounts.models import User
-from generations.models import Generation, Round, Take
+from generations.models import Generation, Round, Take, WorkflowTemplate
 from generations.queue.access import counting_takes, current_takes, with_takes
 
 # What a card never shows: resolved workflows are tens of kB of JSON each with ComfyUI, read on every
@@ -29,14 +31,29 @@ def generations_of(user: User, rnd: Round) -> list[Generation]:
 
 def active_of(user: User, rnd: Round) -> list[Generation]:
     """A filmmaker's generations in a round that are not finished: running first, then those sent
-    to a worker, then the waiting ones (the caller orders those by their place in line)."""
+    to a worker, then the waiting ones (the caller orders those by their place in line).
+
+    A raw query: every submit answer and every queue push reads it, twenty at once in a burst, and
+    building the ORM's query cost three times running it. The running ones' templates (their ETA
+    reads them) in a second query, only when some run."""
     rank = {Generation.Status.RUNNING: 0, Generation.Status.DISPATCHED: 1, Generation.Status.QUEUED: 2}
-    active = (
-        Generation.objects.filter(owner=user, round=rnd, status__in=tuple(rank))
-        .select_related("template")
-        .defer(*NOT_SHOWN)
+    active = Generation.objects.raw(
+        f'SELECT {_card_columns()} FROM "{Generation._meta.db_table}" '
+        "WHERE owner_id = %s AND round_id = %s AND status IN (%s, %s, %s)",
+        [user.pk, rnd.pk, *rank],
     )
-    return sorted(active, key=lambda g: (rank[g.status], g.created_at))
+    found = sorted(active, key=lambda g: (rank[g.status], g.created_at))
+    running = [g for g in found if g.status == Generation.Status.RUNNING]
+    prefetch_related_objects(running, Prefetch("template", WorkflowTemplate.objects.defer("workflow")))
+    return found
+
+
+@functools.cache
+def _card_columns() -> str:
+    """Every column a card reads: all but the generation's own NOT_SHOWN."""
+    hidden = {name for name in NOT_SHOWN if "__" not in name}
+    fields = Generation._meta.concrete_fields
+    return ", ".join(f'"{f.column}"' for f in fields if f.name not in hidden)
 
 
 def finished_of(user: User, rnd: Round) -> list[Generation]:
