@@ -199,9 +199,10 @@ class Conductor:
     def _consume(self, start: str, *, block_ms: int | None, count: int) -> int:
         handled = 0
         for stream, entries in self.streams.read(self.consumer, start, block_ms=block_ms, count=count):
-            for entry_id, fields in entries:
-                self._handle(entry_id, fields, stream=stream)
-                handled += 1
+            with groups.batched():  # a batch's pushes go out together, each once
+                for entry_id, fields in entries:
+                    self._handle(entry_id, fields, stream=stream)
+                    handled += 1
         return handled
 
     def _handle(self, entry_id: bytes, fields: dict[bytes, bytes], *, stream: str | None = None) -> None:
@@ -320,8 +321,9 @@ class Conductor:
                 self.consume_once(block_ms=max(int(left * 1000), 1))
             self._woken_at = None
             self._last_wake_pass = time.monotonic()
-        self.dispatch_once()
-        self.line.refresh(self.redis, force=self._line_moved)
+        with groups.batched():
+            self.dispatch_once()
+            self.line.refresh(self.redis, force=self._line_moved)
         self._line_moved = False
         if time.monotonic() - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = time.monotonic()

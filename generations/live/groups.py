@@ -7,8 +7,11 @@ Messages carry ids only: the consumers re-read the database and render."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -59,9 +62,10 @@ def generation_changed(*, owner_id: int, generation_id: int, queue: bool = False
 
 
 def queue_moved(*, owner_ids: set[int]) -> None:
-    """Positions and ETAs moved for these filmmakers (a dispatch pass, a top-up)."""
-    for owner_id in owner_ids:
-        _send(user_group(owner_id), {"type": "generation.changed", "id": 0, "queue": True})
+    """Positions and ETAs moved for these filmmakers (a dispatch pass, a top-up): one hand-over to
+    the event loop for all of them (the conductor tells twenty at once after a burst's pass)."""
+    message = {"type": "generation.changed", "id": 0, "queue": True}
+    _send_all([(user_group(owner_id), message) for owner_id in sorted(owner_ids)])
 
 
 def round_changed(*, round_id: int) -> None:
@@ -96,10 +100,50 @@ def round_gallery_changed(*, round_id: int) -> None:
 
 
 def _send(group: str, message: dict[str, Any]) -> None:
-    transaction.on_commit(lambda: _send_now(group, message))
+    _send_all([(group, message)])
+
+
+def _send_all(items: list[tuple[str, dict[str, Any]]]) -> None:
+    if items:
+        transaction.on_commit(lambda: _send_or_batch(items))
+
+
+_batch = threading.local()
+
+
+@contextlib.contextmanager
+def batched() -> Iterator[None]:
+    """Messages sent inside go out together when it ends, each once: one hand-over to the event loop
+    instead of one per message (the conductor's pass over a batch of events or a dispatch pass,
+    where every progress event and every moved queue sends to a page and the live room)."""
+    if getattr(_batch, "items", None) is not None:
+        yield  # nested: the outer one sends
+        return
+    _batch.items = []
+    try:
+        yield
+    finally:
+        items, _batch.items = _batch.items, None
+        # The same message twice says nothing more (pages re-read the database); it goes out even
+        # after an error, since what it tells of was committed.
+        unique = list({(group, json.dumps(m, sort_keys=True)): (group, m) for group, m in items}.values())
+        if unique:
+            _send_all_now(unique)
+
+
+def _send_or_batch(items: list[tuple[str, dict[str, Any]]]) -> None:
+    batch = getattr(_batch, "items", None)
+    if batch is not None:
+        batch.extend(items)
+    else:
+        _send_all_now(items)
 
 
 def _send_now(group: str, message: dict[str, Any]) -> None:
+    _send_all_now([(group, message)])
+
+
+def _send_all_now(items: list[tuple[str, dict[str, Any]]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
@@ -107,20 +151,23 @@ def _send_now(group: str, message: dict[str, Any]) -> None:
     if loop is not None:
         # On a web process's request or socket thread: the event loop sends it, and the answer to
         # a click does not wait for Redis (in a burst the loop is busy: 50 ms a send, measured).
-        asyncio.run_coroutine_threadsafe(_send_with_retries(layer, group, message), loop)
+        asyncio.run_coroutine_threadsafe(_deliver(layer, items), loop)
         return
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        async_to_sync(_send_with_retries)(layer, group, message)
+        async_to_sync(_deliver)(layer, items)
         return
     # Called on a thread that runs an event loop of its own (a script or test driving Playwright's
     # sync API, say): async_to_sync refuses to block it, so the send runs on a thread of its own.
-    thread = threading.Thread(
-        target=async_to_sync(_send_with_retries), args=(layer, group, message), name="live-send"
-    )
+    thread = threading.Thread(target=async_to_sync(_deliver), args=(layer, items), name="live-send")
     thread.start()
     thread.join()
+
+
+async def _deliver(layer: Any, items: list[tuple[str, dict[str, Any]]]) -> None:
+    for group, message in items:
+        await _send_with_retries(layer, group, message)
 
 
 async def _send_with_retries(layer: Any, group: str, message: dict[str, Any]) -> None:
