@@ -42,6 +42,7 @@ from generations.fleet.workers import sync as fleet_sync
 from generations.live import groups
 from generations.models import Generation, Round, SecurityEvent
 from generations.queue.line import load, pending_of
+from generations.queue.selectors import NOT_SHOWN
 from generations.queue.snapshot import LineKeeper
 from generations.queue.window import windows_update
 from gpu_worker import protocol
@@ -138,9 +139,9 @@ class Conductor:
         """Send queued generations to RQ in policy order, as far as capacity allows."""
         # A paused round's queue waits (its running jobs finish); a closed round's was cancelled.
         queued = list(
-            Generation.objects.filter(status=S.QUEUED, round__status=Round.Status.OPEN).select_related(
-                "template"
-            )
+            Generation.objects.filter(status=S.QUEUED, round__status=Round.Status.OPEN)
+            .select_related("template")
+            .defer(*NOT_SHOWN)  # every pass reads the whole queue; a job's workflow is read once sent
         )
         if not queued:
             return 0

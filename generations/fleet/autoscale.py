@@ -21,6 +21,7 @@ from django.utils import timezone
 from generations.broker.heartbeats import workers
 from generations.models import Generation
 from generations.queue import eta
+from generations.queue.selectors import NOT_SHOWN
 
 DESIRED_KEY = "workshop:desired"
 WARM_KEY = "workshop:warm:{queue}"
@@ -39,9 +40,11 @@ def _demand(queue: str) -> tuple[int, int, float]:
     rates: eta.Models = {}
     work = 0.0
     waiting_owners: set[int] = set()
-    for g in Generation.objects.filter(
-        status__in=(S.QUEUED, *Generation.IN_FLIGHT), template__queue=queue
-    ).select_related("template"):
+    for g in (
+        Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT), template__queue=queue)
+        .select_related("template")
+        .defer(*NOT_SHOWN)
+    ):  # each conductor pass and room render: no workflows
         own = eta.duration(g.template, g.params, rates)
         if g.status == S.RUNNING and g.started_at:
             own = max(own - (now - g.started_at).total_seconds(), 0.0)

@@ -23,6 +23,7 @@ from generations.domain.estimate import CostModel, Duration, Lane, Line, Run, by
 from generations.domain.policy import held, positions
 from generations.models import Generation, Worker, WorkflowTemplate
 from generations.queue.line import load, pending_of
+from generations.queue.selectors import NOT_SHOWN
 from generations.queue.window import window_caps
 
 S = Generation.Status
@@ -102,7 +103,9 @@ def _by_kind(g: Generation, kinds: Iterable[str], cache: Models) -> dict[str, Du
 def estimates(conn: redis.Redis, *, only: Iterable[Generation] | None = None) -> dict[int, Estimate]:
     """Estimates for every queued, dispatched and running generation (optionally only `only`)."""
     active = list(
-        Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT)).select_related("template")
+        Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT))
+        .select_related("template")
+        .defer(*NOT_SHOWN)  # the line is laid out on every change: no workflows (tens of kB each)
     )
     if not active:
         return {}
