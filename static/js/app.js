@@ -91,6 +91,16 @@
     }, kind === "error" ? 8000 : 4000);
   }
   window.workshopToast = toast;
+  // A form swapped in an instant ago may not be htmx's yet: Enter would submit it natively (a GET of
+  // the page itself, or a POST that leaves it). htmx cancels the submits it handles, so one that
+  // reaches the document uncancelled is sent by htmx now.
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (event.defaultPrevented || !form.matches?.("[hx-post], [hx-get]")) return;
+    event.preventDefault();
+    htmx.process(form);
+    htmx.trigger(form, "submit");
+  });
   document.addEventListener("toast", (event) => toast(event.detail.text ?? event.detail.value, event.detail.kind));
   document.addEventListener("htmx:responseError", (event) => {
     const status = event.detail.xhr.status;
