@@ -241,13 +241,8 @@
         // A key pressed the instant a take arrives may beat htmx to the new button: process it first.
         if (button) { htmx.process(button); button.click(); }
       }
-      else if (key === "n") {
-        event.preventDefault();
-        const form = $("#viewer-body .g-note");
-        // As for c: the form may have been swapped in (by the circle's answer) an instant ago, and
-        // Enter in a form htmx has not processed yet would submit it natively, leaving the page.
-        if (form) { htmx.process(form); $("input", form)?.focus(); }
-      }
+      // Enter in a note form htmx has not processed yet is caught by app.js's submit net.
+      else if (key === "n") { event.preventDefault(); $("#viewer-body .g-note input")?.focus(); }
       else if (key === "escape") { event.preventDefault(); closeViewer(); }
       return;
     }
