@@ -7,11 +7,33 @@ import functools
 import os
 from typing import Any
 
+import django
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.asgi import get_asgi_application
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workshop.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+
+class OneHopASGIHandler(ASGIHandler):
+    """Django over ASGI, with the middleware chain and the view run in one thread, in one hop.
+
+    Every view here is synchronous. Django's own ASGI handler runs the middleware that can be async
+    on the event loop, and each of their sync hooks (sessions, CSRF, messages...) hops to a thread
+    and back: about ten hops per request, each waiting its turn on the loop, which a burst of
+    submissions keeps busy. Run as under WSGI instead, the request hops once; responses (streamed
+    files included) are still sent by the ASGI handler on the loop."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+django_asgi_app = OneHopASGIHandler()
 
 from workshop import require_secret_key  # noqa: E402
 
