@@ -55,10 +55,15 @@ class LiveStack:
         self.url = f"http://127.0.0.1:{self.port}"
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        from django.conf import settings
+
         self.env = {
             **os.environ,
             "DATABASE_URL": database,
             "REDIS_URL": redis_url,
+            # The channel layer's Pub/Sub names: the same as this process's, whatever Redis database
+            # the stack's processes are on, so that a push the test sends reaches their sockets.
+            "CHANNELS_PREFIX": settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"],
             "MEDIA_ROOT": str(media_root),
             "PUBLIC_BASE_URL": self.url,
             "PYTHONPATH": str(ROOT),

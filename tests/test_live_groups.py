@@ -1,52 +1,72 @@
-"""Live pushes survive a Redis restart: the first send on a dead pooled connection is not lost."""
+"""Live pushes survive a Redis restart: the first send on a dead pooled connection is not lost,
+and every socket is told when its process's subscription comes back (a push meanwhile is lost:
+Pub/Sub keeps nothing for a subscriber that is away), so that each page sends its state again."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-import redis
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 
 from generations.live import groups
+from generations.live.layer import RECONNECTED
+from generations.routing import websocket_urlpatterns
 from tests.redis_server import RedisServer
 
 
 @pytest.fixture
 def private_layer(settings, tmp_path):  # type: ignore[no-untyped-def]
-    server = RedisServer(tmp_path / "redis", persist=True).start()
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [server.url()]}}
-    }
+    """The production layer, on a Redis of its own that the test restarts."""
+    server = RedisServer(tmp_path / "redis").start()
+    default = django_settings.CHANNEL_LAYERS["default"]
+    config = {**default["CONFIG"], "hosts": [server.url()]}
+    settings.CHANNEL_LAYERS = {"default": {**default, "CONFIG": config}}
     channel_layers.backends.clear()
     yield server
     channel_layers.backends.clear()
     server.stop()
 
 
-async def receive(layer, channel: str) -> dict:  # type: ignore[no-untyped-def]
-    # The receiving side has a dead connection of its own after the restart; it reconnects on the next read.
-    for _ in range(3):
-        try:
-            return await asyncio.wait_for(layer.receive(channel), 5)
-        except redis.ConnectionError:
-            continue
-    raise AssertionError("nothing received")
+async def send(user_id: int, generation_id: int) -> None:
+    # As under daphne: sync code sends through async_to_sync onto the one event loop of the process,
+    # whose pooled connection the restart leaves dead.
+    message = {"type": "generation.changed", "id": generation_id}
+    await sync_to_async(groups._send_now)(groups.user_group(user_id), message)
 
 
-def test_it_delivers_the_first_push_after_a_redis_restart(private_layer) -> None:
-    async def scenario() -> list[str]:
-        # As under daphne: sync code sends through async_to_sync onto the one event loop of the process,
-        # whose pooled connection the restart leaves dead.
+def test_it_tells_every_channel_after_a_redis_restart_and_delivers_the_next_push(private_layer) -> None:
+    async def scenario() -> list[object]:
         layer = get_channel_layer()
         channel = await layer.new_channel()
         await layer.group_add(groups.user_group(1), channel)
-        await sync_to_async(groups._send_now)(groups.user_group(1), {"type": "generation.changed", "id": 1})
-        got = [(await receive(layer, channel))["id"]]
+        await send(1, 1)
+        got = [await asyncio.wait_for(layer.receive(channel), 5)]
         await asyncio.to_thread(private_layer.restart)
-        await sync_to_async(groups._send_now)(groups.user_group(1), {"type": "generation.changed", "id": 2})
-        got.append((await receive(layer, channel))["id"])
-        return got
+        got.append(await asyncio.wait_for(layer.receive(channel), 10))  # subscribed again
+        await send(1, 2)  # the first send on the sender's dead pooled connection
+        got.append(await asyncio.wait_for(layer.receive(channel), 5))
+        return [m.get("id", m["type"]) for m in got]
 
-    assert asyncio.run(scenario()) == [1, 2]
+    assert asyncio.run(scenario()) == [1, RECONNECTED["type"], 2]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_round_page_sends_its_state_again_after_a_redis_restart(private_layer, owner, generation) -> None:
+    async def scenario() -> None:
+        comm = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/rounds/{generation.round_id}/")
+        comm.scope["user"] = owner
+        assert (await comm.connect())[0]
+        first = await comm.receive_from(timeout=5)
+        assert 'id="my-queue"' in first and f'id="gen-{generation.pk}"' in first
+        await comm.receive_nothing(timeout=0.3)
+        await asyncio.to_thread(private_layer.restart)
+        again = await comm.receive_from(timeout=10)
+        assert 'id="my-queue"' in again and f'id="gen-{generation.pk}"' in again and 'id="my-takes"' in again
+        await comm.disconnect()
+
+    asyncio.run(scenario())

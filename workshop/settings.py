@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -146,24 +147,27 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Connections each process's Redis clients may open at once (the server allows 10,000 by default).
 REDIS_MAX_CONNECTIONS = envint("REDIS_MAX_CONNECTIONS", 1000)
 
-# The channel layer's Redis connections, set explicitly: redis-py 8's default 5 s socket timeout
-# races channels-redis's 5 s blocking read (BZPOPMIN) and closes idle sockets with 1011
-# (channels_redis#422). Reads may block past the server-side timeout; connects may not.
-# redis-py 8 also caps a pool at 100 connections and fails past them ("Too many connections"): a
-# burst of a few hundred sockets joining their groups at once needs more.
+# The channel layer (generations.live.layer): channels-redis's Pub/Sub layer, a PUBLISH per push.
+# Its connections are set explicitly: redis-py 8 caps a pool at 100 connections and fails past them
+# ("Too many connections"), and its default 5 s socket timeout once raced the core layer's blocking
+# read and closed idle sockets with 1011 (channels_redis#422); the subscription now polls every 0.1 s.
+# Connects may not block long.
 CHANNEL_LAYER_CONNECTION = {
     "socket_timeout": envint("CHANNEL_LAYER_SOCKET_TIMEOUT", 30),
     "socket_connect_timeout": 5,
     "socket_keepalive": True,
     "max_connections": REDIS_MAX_CONNECTIONS,
 }
+# Pub/Sub channels belong to the whole Redis server, not to one of its databases: the prefix names
+# the database, so two workshops (or test runs) on one server never hear each other.
+_REDIS_DB = urlparse(REDIS_URL).path.strip("/") or "0"
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "generations.live.layer.ChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, **CHANNEL_LAYER_CONNECTION}],
-            "prefix": env("CHANNELS_PREFIX", "workshop:asgi"),
+            "prefix": env("CHANNELS_PREFIX", f"workshop-asgi-{_REDIS_DB}."),
         },
     }
 }

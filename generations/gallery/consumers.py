@@ -98,6 +98,10 @@ class GalleryConsumer(_GalleryConsumer):
         else:
             self._send([self._section(rid) for rid in self.rounds])
 
+    def layer_reconnected(self, event: dict[str, Any]) -> None:
+        """Pushes while this process's subscription was down may be lost (live.layer)."""
+        self.send_state()
+
     def generation_changed(self, event: dict[str, Any]) -> None:
         """A generation finished: its round's section, with the new take, as it is now."""
         if self.compare or not event.get("id"):
@@ -178,6 +182,7 @@ class RoundGalleryConsumer(_GalleryConsumer):
             self.send(text_data=render_to_string(f"{SHARED}#shared-body", context))
 
     round_changed = gallery_round
+    layer_reconnected = gallery_round  # pushes meanwhile may be lost (live.layer)
 
     def _refresh(self) -> bool:
         """Re-read the round: whether it is shared is decided now, not when the page opened."""

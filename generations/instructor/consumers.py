@@ -86,7 +86,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Whatever the groups say (generation.changed, round.changed, spotlight.changed, kinds
-        # added later) means "something changed": coalesce a burst into one render.
+        # added later) or the layer (layer.reconnected) means "something changed": coalesce a
+        # burst into one render.
         if message["type"].startswith("websocket."):
             await super().dispatch(message)
         else:
@@ -145,6 +146,8 @@ class ScreenConsumer(AsyncWebsocketConsumer):
 
     async def spotlight_changed(self, event: dict[str, Any]) -> None:
         await self.send(text_data=await on_a_thread(render_stage)())
+
+    layer_reconnected = spotlight_changed  # pushes meanwhile may be lost (live.layer)
 
 
 def render_stage() -> str:

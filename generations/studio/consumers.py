@@ -103,7 +103,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         # A reconnect may have missed messages: send everything as it is now.
-        self._want(head=True, banner=True, queue=True, takes=True)
+        await self.layer_reconnected({})
 
     async def disconnect(self, code: int) -> None:
         if (task := getattr(self, "pushing", None)) is not None:
@@ -133,6 +133,10 @@ class RoundConsumer(AsyncWebsocketConsumer):
 
     async def announcements_changed(self, event: dict[str, Any]) -> None:
         self._want(banner=True)
+
+    async def layer_reconnected(self, event: dict[str, Any]) -> None:
+        """This process's subscription came back (live.layer): pushes meanwhile may be lost."""
+        self._want(head=True, banner=True, queue=True, takes=True)
 
     # --- Pushing ----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from django.conf import settings
 
 from generations.broker import acl
 from generations.models import Worker
@@ -29,6 +30,8 @@ def test_a_host_cannot_stall_dispatch_or_the_fleet(
         lambda: r.set("workshop:preview:g1:a1", "x"),
         lambda: r.zadd("workshop:asgi:groupuser-1", {"x": 1}),
         lambda: r.publish("workshop:asgi:specific", "x"),
+        # The channel layer is Redis Pub/Sub (live.layer): a push to a filmmaker's pages, forged.
+        lambda: r.publish(f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}__group__user-1", "x"),
         lambda: r.hset(protocol.worker_key("gpu-honest"), "state", "idle"),
         lambda: r.srem(protocol.host_workers_set("gpu-honest"), "gpu-honest"),
         lambda: r.srem(protocol.WORKERS_SET, "gpu-honest"),
