@@ -54,6 +54,8 @@ GROUP = "conductor"
 __all__ = ["GROUP", "LEADER_KEY", "Conductor", "LeadershipLost"]
 # How often a standby looks whether the leader's lease lapsed.
 STANDBY_POLL_S = 0.2
+# The line (every queued card's place and ETA) is published at most this often, unless a pass moved it.
+LINE_EVERY_S = 0.5
 
 
 class LeadershipLost(Exception):
@@ -84,6 +86,7 @@ class Conductor:
         # Positions and ETAs, computed once per pass that moved the line; pushed to those it moved for.
         self.line = LineKeeper()
         self._line_moved = False
+        self._line_checked_at = 0.0
         self._woken_at: float | None = None
         self._last_wake_pass = 0.0
         self.autoscaler = Autoscaler()
@@ -323,8 +326,14 @@ class Conductor:
             self._woken_at = None
             self._last_wake_pass = time.monotonic()
         with groups.batched():
-            self.dispatch_once()
-            self.line.refresh(self.redis, force=self._line_moved)
+            sent = self.dispatch_once()
+            # In a burst each pass finds the line changed by the submissions that just arrived, and
+            # publishing it computes every ETA of the queue: at most every LINE_EVERY_S lets one
+            # publication cover many (until then new cards say "waiting"). A pass that sent jobs or
+            # released held ones moves everyone's place: that is published at once.
+            if sent or self._line_moved or time.monotonic() - self._line_checked_at >= LINE_EVERY_S:
+                self.line.refresh(self.redis, force=self._line_moved)
+                self._line_checked_at = time.monotonic()
         self._line_moved = False
         if time.monotonic() - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = time.monotonic()
