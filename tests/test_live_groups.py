@@ -70,3 +70,19 @@ def test_a_round_page_sends_its_state_again_after_a_redis_restart(private_layer,
         await comm.disconnect()
 
     asyncio.run(scenario())
+
+
+def test_a_batch_reaches_every_group_in_order(private_layer) -> None:
+    async def scenario() -> tuple[list[int], list[int]]:
+        layer = get_channel_layer()
+        mine, theirs = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add(groups.user_group(1), mine)
+        await layer.group_add(groups.user_group(2), theirs)
+        batch = [(groups.user_group(owner), {"type": "generation.changed", "id": i}) for i, owner in
+                 [(1, 1), (2, 2), (3, 1), (4, 1)]]  # fmt: skip
+        await sync_to_async(groups._send_all_now)(batch)
+        got_mine = [(await asyncio.wait_for(layer.receive(mine), 5))["id"] for _ in range(3)]
+        got_theirs = [(await asyncio.wait_for(layer.receive(theirs), 5))["id"]]
+        return got_mine, got_theirs
+
+    assert asyncio.run(scenario()) == ([1, 3, 4], [2])
