@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -10,9 +11,11 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
 from generations.dispatch import attempts
 from generations.live import groups
+from generations.models import Generation
 from generations.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -202,5 +205,58 @@ def test_it_does_not_keep_a_request_waiting_while_the_event_loop_sends(monkeypat
         assert time.monotonic() - start < 0.4 and sent == []  # handed to the loop, not awaited
         await asyncio.sleep(0.7)
         assert sent == ["user-1"]
+
+    run(scenario)
+
+
+def test_a_submission_sends_the_answers_queue_to_the_owners_other_pages_as_it_is(
+    owner, owner_client, open_round, valid_data, redis_conn
+) -> None:
+    """Rendered once, for the answer: the owner's other round page is sent that same queue."""
+
+    def post() -> str:
+        response = owner_client.post(
+            reverse("generation-submit", args=[open_round.pk]), valid_data, HTTP_HX_REQUEST="true"
+        )
+        assert response.status_code == 200
+        return response.content.decode()
+
+    async def scenario() -> None:
+        comm = page(owner, open_round.pk)
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+        answer = await sync_to_async(post)()
+        pushed = await comm.receive_from(timeout=5)
+        g = await Generation.objects.aget()
+        assert f'id="gen-{g.pk}"' in pushed and 'id="my-queue"' in pushed
+        assert pushed in answer  # the answer's own render, not one of the page's
+        await comm.disconnect()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("stale", ["older read", "other round"])
+def test_a_rendered_queue_is_not_sent_over_a_newer_page_or_another_rounds(
+    stale, owner, generation, redis_conn
+) -> None:
+    """The page renders its own queue instead: it read the database after that queue was read, or
+    it shows another round."""
+    round_id = generation.round_id + (1 if stale == "other round" else 0)
+    read_at = 0.0 if stale == "older read" else time.time() + 60
+
+    async def scenario() -> None:
+        comm = page(owner, generation.round_id)
+        await comm.connect()
+        await comm.receive_from(timeout=5)
+        await sync_to_async(groups.queue_rendered)(
+            owner_id=owner.pk,
+            round_id=round_id,
+            generation_id=generation.pk,
+            html="<p>stale</p>",
+            read_at=read_at,
+        )
+        pushed = await comm.receive_from(timeout=5)
+        assert "stale" not in pushed and f'id="gen-{generation.pk}"' in pushed
+        await comm.disconnect()
 
     run(scenario)

@@ -54,11 +54,32 @@ def gallery_round_group(round_id: int) -> str:
 # --- What changed ----------------------------------------------------------------------------
 
 
-def generation_changed(*, owner_id: int, generation_id: int, queue: bool = False) -> None:
-    """`queue=True` asks pages to re-render the whole queue (a card appeared or left)."""
+def generation_changed(
+    *, owner_id: int, generation_id: int, queue: bool = False, owner_pages: bool = True
+) -> None:
+    """`queue=True` asks pages to re-render the whole queue (a card appeared or left).
+    `owner_pages=False`: the live room only; the caller tells the owner's pages (queue_rendered)."""
     message = {"type": "generation.changed", "id": generation_id, "queue": queue}
-    _send(user_group(owner_id), message)
+    if owner_pages:
+        _send(user_group(owner_id), message)
     _send(ROOM_GROUP, message)
+
+
+def queue_rendered(*, owner_id: int, round_id: int, generation_id: int, html: str, read_at: float) -> None:
+    """A submit answer's "my queue" of the round, rendered from what the database held at `read_at`
+    (after the submission committed), for the owner's round pages: each sends it as it is instead of
+    rendering it again. A page that read the database later than `read_at`, or is rendering, renders
+    the queue itself instead (studio.consumers). Messages carry ids only, but for this: it is the
+    burst's one push per filmmaker, and it needs no render."""
+    message = {
+        "type": "generation.changed",
+        "id": generation_id,
+        "queue": True,
+        "round": round_id,
+        "html": html,
+        "read_at": read_at,
+    }
+    _send(user_group(owner_id), message)
 
 
 def queue_moved(*, owner_ids: set[int]) -> None:

@@ -41,11 +41,14 @@ def generation_create(
     params: dict[str, Any],
     submit_token: uuid.UUID | None = None,
     priority: bool = False,
+    tell_owner: bool = True,
 ) -> Generation:
     """Create a queued generation from already validated params.
 
     A `submit_token` seen before returns the generation it created (a double click or a
-    retried POST creates one generation). Filmmakers are held to the round's quota."""
+    retried POST creates one generation). Filmmakers are held to the round's quota.
+    `tell_owner=False`: the caller tells the owner's pages once it has committed (the submit view
+    sends them the queue it rendered for its answer, groups.queue_rendered)."""
     try:
         with transaction.atomic():
             # A concurrent pause/close waits for us (the round is share-locked: other filmmakers'
@@ -68,7 +71,9 @@ def generation_create(
                 priority=priority and owner.is_instructor,
             )
             transaction.on_commit(wake)
-            groups.generation_changed(owner_id=owner.pk, generation_id=generation.pk, queue=True)
+            groups.generation_changed(
+                owner_id=owner.pk, generation_id=generation.pk, queue=True, owner_pages=tell_owner
+            )
     except IntegrityError:
         # The same token raced us in another request; it won.
         existing = Generation.objects.filter(submit_token=submit_token).first() if submit_token else None

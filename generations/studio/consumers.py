@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,9 @@ class RoundConsumer(AsyncWebsocketConsumer):
     # Positions and ETAs that moved (the conductor's line) re-render the queue at most this often:
     # in a burst every dispatch moves everyone, and the burst's own answers come first.
     MOVED_EVERY = 1.0
+    # When the queue (or a card of it) this page shows was read from the database: a queue
+    # rendered elsewhere from an older read is not sent over it (generation_changed).
+    queue_read_at = 0.0
 
     async def connect(self) -> None:
         round_id = int(self.scope["url_route"]["kwargs"]["round_id"])
@@ -125,8 +129,24 @@ class RoundConsumer(AsyncWebsocketConsumer):
         if not generation_id:
             self._want(moved=True)  # positions and ETAs moved
             return
+        if self._takes_as_is(event):
+            # A submit answer's queue (groups.queue_rendered), read after anything this page shows,
+            # and nothing else waits or renders here: sent as it is.
+            self.queue_read_at = float(event["read_at"])
+            self.queue_sent_at = asyncio.get_running_loop().time()
+            await self.send(text_data=str(event["html"]))
+            return
         # One of my cards changed; `queue`: it appeared or left (and the quota changed): the whole queue.
         self._want(queue=bool(event.get("queue")), cards={generation_id})
+
+    def _takes_as_is(self, event: dict[str, Any]) -> bool:
+        idle = (self.pushing is None or self.pushing.done()) and not self.wanted
+        return (
+            idle
+            and bool(event.get("html"))
+            and event.get("round") == self.round.pk
+            and float(event.get("read_at") or 0) >= self.queue_read_at
+        )
 
     async def round_changed(self, event: dict[str, Any]) -> None:
         self._want(head=True)
@@ -193,6 +213,8 @@ class RoundConsumer(AsyncWebsocketConsumer):
         if wanted.banner:
             parts.append(render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()}))
         cards: list[Generation] = []
+        if wanted.queue or wanted.cards or wanted.moved:
+            self.queue_read_at = max(self.queue_read_at, time.time())  # before the reads
         if not wanted.queue and (wanted.cards or wanted.moved):
             # Single cards; when only positions moved, just the waiting cards (what moved).
             which = Q(pk__in=wanted.cards)

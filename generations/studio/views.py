@@ -5,6 +5,7 @@ and poster."""
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from accounts.models import User
 from generations.authoring.params import ParamsForm, composer, parse_spec
 from generations.broker.previews import previews
 from generations.dispatch.schema import PREVIEW_SIDE_LIMIT
@@ -25,6 +27,7 @@ from generations.files.streaming import streamed
 from generations.gallery.remix import remix_initial
 from generations.instructor.announcements import announcements_active
 from generations.instructor.briefs import brief_images
+from generations.live import groups
 from generations.live.toasts import toast
 from generations.models import Generation, Round, WorkflowTemplate
 from generations.queue import services
@@ -112,6 +115,7 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
                 params=form.cleaned_data,
                 submit_token=_token(request.POST.get("submit_token")),
                 priority=request.POST.get("priority") == "on",
+                tell_owner=False,  # below, with the queue this answer renders
             )
         except services.SubmissionRefused as exc:
             error = str(exc)
@@ -120,15 +124,30 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             locked = request.POST.get("seed_lock") == "on"
             again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(form)}
             form = _form_for(template, initial=again)
-            context = _form_context(
-                rnd, template, form, seed_locked=locked, **queue_context(request.user, rnd)
-            )
-            response = render(request, f"{PAGE}#submit-response", context)
+            queue_html = _queue_for_every_page(request.user, rnd, generation.pk)
+            context = _form_context(rnd, template, form, seed_locked=locked)
+            response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
             return toast(response, f"#{generation.pk} is in the queue.")
     # An unknown template: the round's first one, with the message above it.
     shown = template or next(iter(rnd.templates.all()), None)
     context = _form_context(rnd, shown, form, form_error=error, seed_locked="seed_lock" in request.POST)
     return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _queue_for_every_page(user: User, rnd: Round, generation_id: int) -> str:
+    """The queue after a submission, for this answer and, as it is, for the owner's other round pages
+    (rendered as their sockets render it: without the request). Rendered once: in a burst it is
+    every filmmaker's one push, and their pages' own renders would come after everyone's answers."""
+    read_at = time.time()  # before the reads: a page that read later knows better
+    try:
+        html = render_to_string(f"{PAGE}#my-queue", {**queue_context(user, rnd), "oob": True})
+    except Exception:
+        groups.generation_changed(owner_id=user.pk, generation_id=generation_id, queue=True)  # they render
+        raise
+    groups.queue_rendered(
+        owner_id=user.pk, round_id=rnd.pk, generation_id=generation_id, html=html, read_at=read_at
+    )
+    return html
 
 
 def _form_context(
