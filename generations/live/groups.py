@@ -2,7 +2,8 @@
 
 Senders call these after a change; each message is sent once the surrounding transaction commits
 (at once outside one), so a page never re-reads a change that is not there yet or was rolled back.
-Messages carry ids only: the consumers re-read the database and render."""
+Messages carry ids only: the consumers re-read the database and render. One exception: a submit
+answer's queue (queue_rendered), sent as it is to the owner's round pages that read nothing later."""
 
 from __future__ import annotations
 
