@@ -33,8 +33,10 @@ def round_current_for(user: User) -> Round | None:
     )
 
 
-def round_for_user(user: User, pk: int) -> Round:
-    rnd = rounds_visible_to(user).prefetch_related("templates").filter(pk=pk).first()
+def round_for_user(user: User, pk: int, *, templates: bool = True) -> Round:
+    """The round, 404 unless `user` may see it; with its templates read too, unless not asked."""
+    qs = rounds_visible_to(user)
+    rnd = (qs.prefetch_related("templates") if templates else qs).filter(pk=pk).first()
     if rnd is None:
         raise Http404("No such round")
     return rnd

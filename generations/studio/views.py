@@ -99,9 +99,10 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
-    rnd = round_for_user(request.user, pk)
+    rnd = round_for_user(request.user, pk, templates=False)
     template_id = int_or_none(request.POST.get("template", ""))
-    template = next((t for t in rnd.templates.all() if t.pk == template_id), None)  # prefetched
+    # Only the one template submitted (a ComfyUI workflow is tens of kB of JSON), if the round offers it.
+    template = rnd.templates.filter(pk=template_id).first() if template_id is not None else None
     form = _form_for(template, data=request.POST)
     error = ""
     if template is None:
