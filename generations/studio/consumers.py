@@ -107,7 +107,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         await self.accept()
         # A reconnect may have missed messages: send everything as it is now.
-        await self.layer_reconnected({})
+        self._want_everything()
 
     async def disconnect(self, code: int) -> None:
         if (task := getattr(self, "pushing", None)) is not None:
@@ -129,7 +129,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
         if not generation_id:
             self._want(moved=True)  # positions and ETAs moved
             return
-        if self._takes_as_is(event):
+        if self._sends_as_is(event):
             # A submit answer's queue (groups.queue_rendered), read after anything this page shows,
             # and nothing else waits or renders here: sent as it is.
             self.queue_read_at = float(event["read_at"])
@@ -139,7 +139,7 @@ class RoundConsumer(AsyncWebsocketConsumer):
         # One of my cards changed; `queue`: it appeared or left (and the quota changed): the whole queue.
         self._want(queue=bool(event.get("queue")), cards={generation_id})
 
-    def _takes_as_is(self, event: dict[str, Any]) -> bool:
+    def _sends_as_is(self, event: dict[str, Any]) -> bool:
         idle = (self.pushing is None or self.pushing.done()) and not self.wanted
         return (
             idle
@@ -156,9 +156,12 @@ class RoundConsumer(AsyncWebsocketConsumer):
 
     async def layer_reconnected(self, event: dict[str, Any]) -> None:
         """This process's subscription came back (live.layer): pushes meanwhile may be lost."""
-        self._want(head=True, banner=True, queue=True, takes=True)
+        self._want_everything()
 
     # --- Pushing ----------------------------------------------------------------------------
+
+    def _want_everything(self) -> None:
+        self._want(head=True, banner=True, queue=True, takes=True)
 
     def _want(
         self,
