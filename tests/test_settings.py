@@ -61,3 +61,9 @@ def test_it_refuses_a_bad_integer(monkeypatch) -> None:
     monkeypatch.setenv("COUNT", "ten")
     with pytest.raises(ImproperlyConfigured, match="COUNT"):
         envint("COUNT", 1)
+
+
+def test_it_takes_an_empty_variable_as_unset() -> None:
+    # `DATABASE_URL=` in a .env file: the embedded database, not "no scheme" at import.
+    result = manage("check", **{**PRODUCTION, "DATABASE_URL": "", "REDIS_URL": ""})
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -23,7 +23,9 @@ LOCAL_DIR = Path(os.environ.get("WORKSHOP_LOCAL_DIR", BASE_DIR / ".local"))
 
 
 def env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    """The variable, or `default` when it is unset or empty (`DATABASE_URL=` in a .env file means
+    "not set", as it does for envbool and envint, not a URL of no scheme)."""
+    return os.environ.get(name) or default
 
 
 def envbool(name: str, default: bool) -> bool:
