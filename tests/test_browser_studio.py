@@ -89,6 +89,36 @@ def test_it_keeps_generate_on_screen_wherever_you_scroll(live_stack, browser, ow
     assert Generation.objects.filter(params__prompt="sent from the bottom").exists()
 
 
+def test_it_keeps_the_form_between_takes_and_renews_what_a_take_uses_up(live_stack, browser, owner, open_round):
+    live_stack.start_web()
+    page = logged_in(browser, live_stack.url, owner)
+    live(page)
+    token = page.locator("#submit-token")
+    page.fill("textarea[name=prompt]", "")
+    page.keyboard.press("Control+Enter")  # refused: the form says why
+    expect(page.locator("#field-prompt .field-error")).to_have_text("This field is required.")
+    first_token = token.input_value()
+    page.fill("textarea[name=prompt]", "a harbour at dawn")
+    page.fill("input[name=seed]", "42")
+    page.keyboard.press("Control+Enter")  # accepted: the whole form again, without the refusal
+    expect(page.locator("#my-queue .tile")).to_have_count(1)
+    expect(page.locator(".field-error")).to_have_count(0)
+    expect(page.locator("input[name=seed]")).to_have_value("")  # unlocked: a new random seed next time
+    assert token.input_value() != first_token
+    page.fill("input[name=seed]", "43")
+    page.check("[data-seed-lock]")
+    second_token = token.input_value()
+    page.keyboard.press("Control+Enter")  # accepted: only the token, the seed and the tick change
+    expect(page.locator("#my-queue .tile")).to_have_count(2)
+    expect(token).not_to_have_value(second_token)
+    expect(page.locator("input[name=seed]")).to_have_value("43")  # locked: kept
+    expect(page.locator("[data-seed-lock]")).to_be_checked()
+    expect(page.locator("textarea[name=prompt]")).to_have_value("a harbour at dawn")
+    page.keyboard.press("Control+Enter")  # the renewed token: a third take, not the second again
+    expect(page.locator("#my-queue .tile")).to_have_count(3)
+    assert sorted(g.params["seed"] for g in Generation.objects.filter(owner=owner)) == [42, 43, 43]
+
+
 def test_it_browses_and_circles_takes_and_saves_a_note_by_keyboard(live_stack, browser, owner, open_round):
     takes = [make_take(owner, open_round, prompt=f"shot {n}", seed=n) for n in range(3)]
     live_stack.start_web()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
@@ -36,6 +37,32 @@ def test_it_answers_a_submission_with_the_job_card(owner_client, open_round, val
     g = Generation.objects.get()
     assert response.status_code == 200
     assert f'id="gen-{g.pk}"' in response.content.decode() and g.params["frames"] == 9
+
+
+def test_it_answers_a_valid_submission_with_what_changes_in_the_form(owner_client, open_round, valid_data) -> None:
+    sent = str(uuid.uuid4())
+    response = submit(owner_client, open_round, {**valid_data, "submit_token": sent})
+    html = response.content.decode()
+    # The page keeps its form; a new token and the seed (blank again, unlocked) come out of band.
+    assert response["HX-Reswap"] == "none" and 'name="prompt"' not in html
+    token = re.search(r'id="submit-token" name="submit_token" value="([0-9a-f-]+)" hx-swap-oob="true"', html)
+    assert token and token[1] != sent
+    assert 'id="field-seed" hx-swap-oob="true"' in html and 'name="seed" value=' not in html
+
+
+def test_it_unticks_instructor_priority_after_each_take(instructor, open_round, valid_data) -> None:
+    client = Client()
+    client.force_login(instructor)
+    html = submit(client, open_round, {**valid_data, "priority": "on"}).content.decode()
+    assert Generation.objects.get().priority
+    assert '<label class="check" id="priority-check" hx-swap-oob="true"><input type="checkbox" name="priority">' in html
+
+
+def test_it_renders_the_whole_form_again_after_a_refusal(owner_client, open_round, valid_data) -> None:
+    refused = submit(owner_client, open_round, {**valid_data, "prompt": ""}).content.decode()
+    assert 'name="shows_refusal"' in refused and "This field is required." in refused
+    html = submit(owner_client, open_round, {**valid_data, "shows_refusal": "1"}).content.decode()
+    assert 'name="prompt"' in html and "This field is required." not in html and "shows_refusal" not in html
 
 
 @pytest.mark.parametrize(

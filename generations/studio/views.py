@@ -98,7 +98,7 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
-    """HTMX POST: 200 with a fresh form and the queue, or 422 with the form and its errors."""
+    """HTMX POST: 200 with the queue and what changes in the form, or 422 with the form and its errors."""
     rnd = round_for_user(request.user, pk, templates=False)
     template_id = int_or_none(request.POST.get("template", ""))
     # Only the one template submitted (a ComfyUI workflow is tens of kB of JSON), if the round offers it.
@@ -127,7 +127,15 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             form = _form_for(template, initial=again)
             queue_html = _queue_for_every_page(request.user, rnd, generation.pk)
             context = _form_context(rnd, template, form, seed_locked=locked)
-            response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
+            if request.POST.get("shows_refusal"):
+                # The form on the page shows why the last try was refused: all of it again, clean.
+                response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
+            else:
+                # Only what a submission changes (a new token, the seed, the priority tick), out of
+                # band: the whole form is the answer's costliest render, and every filmmaker's click
+                # in a burst waits for the answers before it.
+                renewed = render_to_string(f"{PAGE}#submit-renewed", {**context, "oob": True}, request)
+                response = HttpResponse(renewed + queue_html, headers={"HX-Reswap": "none"})
             return toast(response, f"#{generation.pk} is in the queue.")
     # An unknown template: the round's first one, with the message above it.
     shown = template or next(iter(rnd.templates.all()), None)
