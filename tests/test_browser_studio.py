@@ -89,7 +89,9 @@ def test_it_keeps_generate_on_screen_wherever_you_scroll(live_stack, browser, ow
     assert Generation.objects.filter(params__prompt="sent from the bottom").exists()
 
 
-def test_it_keeps_the_form_between_takes_and_renews_what_a_take_uses_up(live_stack, browser, owner, open_round):
+def test_it_keeps_the_form_between_takes_and_renews_what_a_take_uses_up(
+    live_stack, browser, owner, open_round
+):
     live_stack.start_web()
     page = logged_in(browser, live_stack.url, owner)
     live(page)

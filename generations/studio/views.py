@@ -129,7 +129,8 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
             context = _form_context(rnd, template, form, seed_locked=locked)
             if request.POST.get("shows_refusal"):
                 # The form on the page shows why the last try was refused: all of it again, clean.
-                response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
+                form_html = render_to_string(f"{PAGE}#submit-form", context, request)
+                response = HttpResponse(form_html + queue_html)
             else:
                 # Only what a submission changes (a new token, the seed, the priority tick), out of
                 # band: the whole form is the answer's costliest render, and every filmmaker's click
