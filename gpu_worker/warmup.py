@@ -148,6 +148,17 @@ class GatedWorker(Worker):
         finally:
             self.jobs_done += 1
 
+    def subscribe(self) -> None:
+        """RQ's, with its command channel polled every `listen` seconds instead of 60. redis-py 8's
+        PubSubWorkerThread.stop() waits for the thread, whose poll, once RQ's teardown has
+        unsubscribed, waits out its whole period: a drained worker took a minute to exit."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=self.listen, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
     def _shutdown(self) -> None:
         # RQ raises StopRequested from the signal handler when it is not busy; landing just after
         # a job has left the queue and before it is registered as started, that loses the job.

@@ -20,7 +20,7 @@ from rq.serializers import JSONSerializer
 
 from gpu_worker import protocol
 from gpu_worker.backends.comfyui import ComfyUIBackend
-from gpu_worker.warmup import Gate, Launcher
+from gpu_worker.warmup import Gate, GatedWorker, Launcher
 
 from .conftest import ROOT, signed, wait_for
 from .fake_comfyui import FakeComfyUI, run
@@ -69,6 +69,20 @@ class Seen:
     states: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     stderr: str = ""
+
+
+def test_it_stops_listening_for_commands_at_once(redis: Redis) -> None:
+    worker = GatedWorker([Queue(f"q-{uuid4().hex}", connection=redis)], connection=redis)
+    worker.subscribe()
+    try:
+        # RQ's teardown unsubscribes, then stops the thread: once the thread has heard the
+        # unsubscription, its next poll waits for a subscription that never comes.
+        worker.pubsub.unsubscribe()
+        time.sleep(0.3)
+    finally:
+        started = time.monotonic()
+        worker.unsubscribe()
+    assert time.monotonic() - started < 5  # RQ's own poll made it 60 s
 
 
 @pytest.fixture(scope="module")
