@@ -98,6 +98,15 @@ def test_it_hides_a_draft_round_from_filmmakers(owner_client, open_round) -> Non
     assert owner_client.get(reverse("round", args=[open_round.pk])).status_code == 404
 
 
+def test_it_refuses_a_submission_to_a_draft_round_as_if_it_did_not_exist(
+    owner_client, open_round, valid_data
+) -> None:
+    Round.objects.filter(pk=open_round.pk).update(status=Round.Status.DRAFT, title="Secret plans")
+    response = submit(owner_client, open_round, valid_data)
+    assert response.status_code == 404 and "Secret plans" not in response.content.decode()
+    assert not Generation.objects.exists()
+
+
 def test_it_shows_the_owner_their_job_card(owner_client, generation) -> None:
     assert owner_client.get(reverse("generation-card", args=[generation.pk])).status_code == 200
 

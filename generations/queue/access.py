@@ -10,7 +10,7 @@ from django.db.models import F, Prefetch, Q, QuerySet
 from django.http import Http404
 
 from accounts.models import User
-from generations.models import Generation, Round, Take
+from generations.models import Generation, Round, Take, WorkflowTemplate
 
 
 def sees_everything(user: User) -> bool:
@@ -33,13 +33,19 @@ def round_current_for(user: User) -> Round | None:
     )
 
 
-def round_for_user(user: User, pk: int, *, templates: bool = True) -> Round:
-    """The round, 404 unless `user` may see it; with its templates read too, unless not asked."""
-    qs = rounds_visible_to(user)
-    rnd = (qs.prefetch_related("templates") if templates else qs).filter(pk=pk).first()
+def round_for_user(user: User, pk: int) -> Round:
+    """The round, 404 unless `user` may see it; with its templates read too."""
+    rnd = rounds_visible_to(user).prefetch_related("templates").filter(pk=pk).first()
     if rnd is None:
         raise Http404("No such round")
     return rnd
+
+
+def template_offered(user: User, round_id: int, template_id: int) -> WorkflowTemplate | None:
+    """The template, if the round offers it and `user` may see the round (else None): one query,
+    without reading the round (a submission reads it under its lock)."""
+    rounds = rounds_visible_to(user).filter(pk=round_id)
+    return WorkflowTemplate.objects.filter(pk=template_id, rounds__in=rounds).first()
 
 
 def is_shared(rnd: Round) -> bool:

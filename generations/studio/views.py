@@ -37,6 +37,7 @@ from generations.queue.access import (
     round_for_user,
     take_owned_by,
     take_visible_to,
+    template_offered,
 )
 from generations.queue.cards import queue_context, with_estimates, with_previews
 from generations.queue.selectors import finished_of
@@ -99,19 +100,17 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
     """HTMX POST: 200 with the queue and what changes in the form, or 422 with the form and its errors."""
-    rnd = round_for_user(request.user, pk, templates=False)
     template_id = int_or_none(request.POST.get("template", ""))
-    # Only the one template submitted (a ComfyUI workflow is tens of kB of JSON), if the round offers it.
-    template = rnd.templates.filter(pk=template_id).first() if template_id is not None else None
+    # Only the one template submitted (a ComfyUI workflow is tens of kB of JSON), if a round this user
+    # may see offers it. The round itself is read by the service, under its lock.
+    template = template_offered(request.user, pk, template_id) if template_id is not None else None
     form = _form_for(template, data=request.POST)
-    error = ""
-    if template is None:
-        error = "Unknown template: pick one of this round's templates."
-    elif form.is_valid():
+    error = "" if template is not None else "Unknown template: pick one of this round's templates."
+    if template is not None and form.is_valid():
         try:
             generation = services.generation_create(
                 owner=request.user,
-                round_id=rnd.pk,
+                round_id=pk,
                 template=template,
                 params=form.cleaned_data,
                 submit_token=_token(request.POST.get("submit_token")),
@@ -121,27 +120,34 @@ def generation_submit(request: HttpRequest, pk: int) -> HttpResponse:
         except services.SubmissionRefused as exc:
             error = str(exc)
         else:
-            # Keep the settings for the next try; a blank seed gives a new random one, unless locked.
-            locked = request.POST.get("seed_lock") == "on"
-            again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(form)}
-            form = _form_for(template, initial=again)
-            queue_html = _queue_for_every_page(request.user, rnd, generation.pk)
-            context = _form_context(rnd, template, form, seed_locked=locked)
-            if request.POST.get("shows_refusal"):
-                # The form on the page shows why the last try was refused: all of it again, clean.
-                form_html = render_to_string(f"{PAGE}#submit-form", context, request)
-                response = HttpResponse(form_html + queue_html)
-            else:
-                # Only what a submission changes (a new token, the seed, the priority tick), out of
-                # band: the whole form is the answer's costliest render, and every filmmaker's click
-                # in a burst waits for the answers before it.
-                renewed = render_to_string(f"{PAGE}#submit-renewed", {**context, "oob": True}, request)
-                response = HttpResponse(renewed + queue_html, headers={"HX-Reswap": "none"})
-            return toast(response, f"#{generation.pk} is in the queue.")
+            return _submitted(request, generation, template, form)
+    rnd = round_for_user(request.user, pk)  # 404 for a round this user may not see
     # An unknown template: the round's first one, with the message above it.
     shown = template or next(iter(rnd.templates.all()), None)
     context = _form_context(rnd, shown, form, form_error=error, seed_locked="seed_lock" in request.POST)
     return render(request, f"{PAGE}#submit-form", context, status=422)
+
+
+def _submitted(
+    request: HttpRequest, generation: Generation, template: WorkflowTemplate, sent: ParamsForm
+) -> HttpResponse:
+    """The answer to an accepted submission: the queue with its card, and the form for the next take."""
+    rnd = generation.round  # as the service read it, under the round's lock
+    # Keep the settings for the next try; a blank seed gives a new random one, unless locked.
+    locked = request.POST.get("seed_lock") == "on"
+    again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(sent)}
+    queue_html = _queue_for_every_page(request.user, rnd, generation.pk)
+    context = _form_context(rnd, template, _form_for(template, initial=again), seed_locked=locked)
+    if request.POST.get("shows_refusal"):
+        # The form on the page shows why the last try was refused: all of it again, clean.
+        response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
+    else:
+        # Only what a submission changes (a new token, the seed, the priority tick), out of band: the
+        # whole form is the answer's costliest render, and every filmmaker's click in a burst waits
+        # for the answers before it.
+        renewed = render_to_string(f"{PAGE}#submit-renewed", {**context, "oob": True}, request)
+        response = HttpResponse(renewed + queue_html, headers={"HX-Reswap": "none"})
+    return toast(response, f"#{generation.pk} is in the queue.")
 
 
 def _queue_for_every_page(user: User, rnd: Round, generation_id: int) -> str:
