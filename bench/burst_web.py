@@ -35,7 +35,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +236,9 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
 
 
 def main() -> None:
-    from bench.common import live_stack, round_with_synthetic, setup
+    from bench.common import live_stack, round_with_synthetic, session_cookies, setup
 
     setup()
-    from django.conf import settings
-    from django.contrib.sessions.backends.db import SessionStore
-    from django.contrib.sessions.models import Session
     from django.utils import timezone
 
     from accounts.models import User
@@ -253,17 +249,7 @@ def main() -> None:
         User(username=f"filmmaker{i:03d}", role=User.Role.FILMMAKER) for i in range(most)
     )
     instructor = User.objects.create(username="ines", role=User.Role.INSTRUCTOR, is_staff=True)
-    backend = settings.AUTHENTICATION_BACKENDS[0]
-    expires = timezone.now() + timedelta(days=1)
-    store = SessionStore()
-
-    def session(user: User) -> Session:
-        data = {"_auth_user_id": str(user.pk), "_auth_user_backend": backend,
-                "_auth_user_hash": user.get_session_auth_hash()}  # fmt: skip
-        return Session(session_key=uuid.uuid4().hex, session_data=store.encode(data), expire_date=expires)
-
-    sessions = Session.objects.bulk_create(session(u) for u in [*users, instructor])
-    cookies = [f"sessionid={s.session_key}" for s in sessions]
+    cookies = session_cookies([*users, instructor])
     staff_cookie = cookies.pop()
 
     stack = live_stack("burst-web")

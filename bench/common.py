@@ -115,3 +115,27 @@ def round_with_synthetic(title: str, *, quota: int = 15) -> tuple[Any, Any]:
     rnd = Round.objects.create(title=title, status=Round.Status.OPEN, quota=quota)
     rnd.templates.add(template)
     return rnd, template
+
+
+def session_cookies(users: list[Any]) -> list[str]:
+    """A logged-in session for each user, written straight to the database (a login per user would
+    cost seconds of password hashing), as `sessionid=...` cookies in the same order."""
+    import uuid
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    backend = settings.AUTHENTICATION_BACKENDS[0]
+    expires = timezone.now() + timedelta(days=1)
+    store = SessionStore()
+
+    def session(user: Any) -> Session:
+        data = {"_auth_user_id": str(user.pk), "_auth_user_backend": backend,
+                "_auth_user_hash": user.get_session_auth_hash()}  # fmt: skip
+        return Session(session_key=uuid.uuid4().hex, session_data=store.encode(data), expire_date=expires)
+
+    sessions = Session.objects.bulk_create(session(u) for u in users)
+    return [f"sessionid={s.session_key}" for s in sessions]
