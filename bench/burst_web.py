@@ -44,7 +44,6 @@ SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "20,100,200").split(",") 
 TWO_WEB_AT = int(os.environ.get("BENCH_TWO_WEB", "200"))  # 0: skip the run on two web processes
 HOLD_S = float(os.environ.get("BENCH_HOLD_S", "3"))  # sockets held after the last card, to see drops
 CARD_TIMEOUT_S = 30.0
-FORM = {"prompt": "a lighthouse", "seed": "7", "frames": "9", "width": "64", "height": "64", "fps": "12"}
 GOALS = {"submit_p95_20": 0.100, "card_p95_20": 0.250, "submit_p95_200": 0.500}
 CARD = re.compile(r'id="gen-(\d+)"')
 
@@ -118,6 +117,8 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
     import httpx
     from websockets.asyncio.client import connect
 
+    from bench.common import submit_data
+
     n = len(people)
     ws_base, origin = base.replace("http://", "ws://"), base
     errors: dict[str, int] = {"page": 0, "handshake": 0, "submit": 0}
@@ -179,7 +180,7 @@ async def burst(base: str, people: list[Filmmaker], staff_cookie: str, round_id:
 
         # Everyone presses Generate at the same instant.
         async def submit(p: Filmmaker) -> float | None:
-            data = {**FORM, "template": str(template_id), "submit_token": str(uuid.uuid4())}
+            data = submit_data(template_id)
             cookie = f"{p.cookie}; csrftoken={p.csrf}"
             headers = {"Cookie": cookie, "X-CSRFToken": p.csrf, "HX-Request": "true"}
             p.posted_at = time.perf_counter()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,15 @@ def live_stack(prefix: str, redis_server: Any = None, *, acl: bool = True) -> An
     return stack
 
 
+# A valid submission of the synthetic template (its smallest video), as the round page's form sends it.
+FORM = {"prompt": "a lighthouse", "seed": "7", "frames": "9", "width": "64", "height": "64", "fps": "12"}
+
+
+def submit_data(template_id: int) -> dict[str, str]:
+    """The submit form's fields for one take: a token of its own, so no two are the same take."""
+    return {**FORM, "template": str(template_id), "submit_token": str(uuid.uuid4())}
+
+
 def round_with_synthetic(title: str, *, quota: int = 15) -> tuple[Any, Any]:
     """(an open round offering the synthetic template, the template)."""
     from generations.authoring.demo import synthetic_template
@@ -120,7 +130,6 @@ def round_with_synthetic(title: str, *, quota: int = 15) -> tuple[Any, Any]:
 def session_cookies(users: list[Any]) -> list[str]:
     """A logged-in session for each user, written straight to the database (a login per user would
     cost seconds of password hashing), as `sessionid=...` cookies in the same order."""
-    import uuid
     from datetime import timedelta
 
     from django.conf import settings

@@ -23,22 +23,19 @@ import json
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.common import submit_data  # noqa: E402
+
 N = int(os.environ.get("BENCH_SUBMITS", "300"))
 WARM = 10  # answers before measuring: templates compiled, pools filled
 GOAL_MS = 5.0
-FORM = {"prompt": "a lighthouse", "seed": "7", "frames": "9", "width": "64", "height": "64", "fps": "12"}
 CSRF = "a" * 32
-
-
-def form_body(template_id: int) -> dict[str, str]:
-    return {**FORM, "template": str(template_id), "submit_token": str(uuid.uuid4())}
 
 
 def headers(cookie: str) -> dict[str, str]:
@@ -110,17 +107,18 @@ def in_process(cookies: list[str], round_id: int, template_id: int, queries: Que
 
     path = f"/rounds/{round_id}/generate"
 
+    async def post(cookie: str) -> None:
+        body = urlencode(submit_data(template_id)).encode()
+        assert await asgi_post(application, path, body, cookie) == 200
+
     async def run() -> dict[str, Any]:
         for cookie in cookies[:WARM]:
-            assert (
-                await asgi_post(application, path, urlencode(form_body(template_id)).encode(), cookie) == 200
-            )
+            await post(cookie)
         measured = cookies[WARM:]
         queries.n = 0
         cpu, wall = time.process_time(), time.perf_counter()
         for cookie in measured:
-            body = urlencode(form_body(template_id)).encode()
-            assert await asgi_post(application, path, body, cookie) == 200
+            await post(cookie)
         n = len(measured)
         return {"path": "in-process", "answers": n, "cpu_ms": (time.process_time() - cpu) / n * 1000,
                 "wall_ms": (time.perf_counter() - wall) / n * 1000, "queries": queries.n / n}  # fmt: skip
@@ -142,7 +140,7 @@ def over_daphne(cookies: list[str], round_id: int, template_id: int) -> dict[str
 
             def post(cookie: str) -> None:
                 r = http.post(
-                    f"/rounds/{round_id}/generate", data=form_body(template_id), headers=headers(cookie)
+                    f"/rounds/{round_id}/generate", data=submit_data(template_id), headers=headers(cookie)
                 )
                 assert r.status_code == 200, r.status_code
 
@@ -171,7 +169,7 @@ def main() -> None:
     )
     cookies = session_cookies(users)
     rnd, template = round_with_synthetic("Submit CPU", quota=5)
-    pg_before, answers = postgres_cpu_s(), 0
+    pg_before = postgres_cpu_s()
     rows = [in_process(cookies[: N + WARM], rnd.pk, template.pk, queries)]
     rows.append(over_daphne(cookies[N + WARM :], rnd.pk, template.pk))
     answers = 2 * (N + WARM)
