@@ -121,6 +121,52 @@ def test_it_keeps_the_form_between_takes_and_renews_what_a_take_uses_up(
     assert sorted(g.params["seed"] for g in Generation.objects.filter(owner=owner)) == [42, 43, 43]
 
 
+def test_it_shows_a_card_the_moment_generate_is_pressed_until_the_answer_comes(
+    live_stack, browser, owner, open_round
+):
+    live_stack.start_web()
+    page = logged_in(browser, live_stack.url, owner)
+    live(page)
+    held: list = []  # the submit POSTs, held here until the test lets each go on
+    page.route("**/generate", lambda route: held.append(route))
+
+    def sent():  # type: ignore[no-untyped-def]
+        for _ in range(250):
+            if held:
+                return held.pop()
+            page.wait_for_timeout(20)
+        raise AssertionError("the submission was never sent")
+
+    sending = page.locator("#my-queue [data-sending]")
+    page.fill("textarea[name=prompt]", "a <b>harbour</b> at dawn")
+    page.keyboard.press("Control+Enter")
+    request = sent()
+    expect(sending).to_have_count(1)  # while the answer is still to come
+    expect(sending.locator(".tile-prompt")).to_have_text("a <b>harbour</b> at dawn")  # text, not markup
+    expect(page.locator("#my-queue .tiles > .empty")).to_be_hidden()
+    request.continue_()
+    expect(page.locator("#my-queue .tile")).to_have_count(1)  # the real card took its place
+    expect(sending).to_have_count(0)
+
+    page.fill("textarea[name=prompt]", "")
+    page.keyboard.press("Control+Enter")
+    request = sent()
+    expect(sending).to_have_count(1)
+    request.continue_()  # refused: the form says why, and no card stays
+    expect(page.locator("#field-prompt .field-error")).to_have_text("This field is required.")
+    expect(sending).to_have_count(0)
+
+    page.fill("textarea[name=prompt]", "a second shot")
+    page.keyboard.press("Control+Enter")
+    request = sent()
+    expect(sending).to_have_count(1)
+    request.abort()  # never arrived: the card goes, the page says so
+    expect(sending).to_have_count(0)
+    expect(page.locator("#toasts .toast").filter(has_text="not sent")).to_be_visible()
+    expect(page.locator("#my-queue .tile")).to_have_count(1)
+    assert Generation.objects.filter(owner=owner).count() == 1
+
+
 def test_it_browses_and_circles_takes_and_saves_a_note_by_keyboard(live_stack, browser, owner, open_round):
     takes = [make_take(owner, open_round, prompt=f"shot {n}", seed=n) for n in range(3)]
     live_stack.start_web()

@@ -106,6 +106,25 @@
       f.requestSubmit(button);
     }
   });
+  // Generate shows a card at once, from the page's <template id="sending-card">: in a burst the
+  // answer can take a few hundred milliseconds. The answer's queue replaces it with the real card;
+  // after a refusal or a failed send it goes away.
+  document.addEventListener("htmx:beforeSend", (event) => {
+    if (event.detail.elt?.id !== "submit-form") return;
+    const tiles = $("#my-queue .tiles");
+    const proto = document.getElementById("sending-card");
+    if (!tiles || !proto) return;
+    const card = proto.content.firstElementChild.cloneNode(true);
+    $("[data-sending-prompt]", card).textContent = input("prompt")?.value.trim() ?? "";
+    $(":scope > .empty", tiles)?.setAttribute("hidden", "");
+    tiles.append(card);
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    // A refused form was swapped out: htmx says so on what held it, `elt` then names that.
+    if (event.detail.requestConfig?.elt?.id !== "submit-form") return;
+    $$("[data-sending]").forEach((card) => card.remove());
+    $("#my-queue .tiles > .empty[hidden]")?.removeAttribute("hidden");
+  });
   // A refused submission shows its first problem, even when it was sent from the phone's bottom bar.
   document.addEventListener("htmx:afterSwap", (event) => {
     if (event.detail.target?.id !== "submit-form") return;
