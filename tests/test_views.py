@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from generations.dispatch import attempts, uploads
-from generations.models import Generation, Round
+from generations.models import Generation, Round, WorkflowTemplate
 from tests.media import make_video
 
 
@@ -105,6 +105,22 @@ def test_it_refuses_a_submission_to_a_draft_round_as_if_it_did_not_exist(
     response = submit(owner_client, open_round, valid_data)
     assert response.status_code == 404 and "Secret plans" not in response.content.decode()
     assert not Generation.objects.exists()
+
+
+def test_it_tells_an_instructor_why_a_draft_round_takes_no_submission(
+    owner_client, instructor, open_round, valid_data, template
+) -> None:
+    assert submit(owner_client, open_round, valid_data).status_code == 200  # a filmmaker asked first
+    Round.objects.filter(pk=open_round.pk).update(status=Round.Status.DRAFT)
+    assert submit(owner_client, open_round, valid_data).status_code == 404
+    client = Client()
+    client.force_login(instructor)  # sees drafts: the round is there, and says why it refuses
+    response = submit(client, open_round, valid_data)
+    assert response.status_code == 422 and "is draft: no new generations" in response.content.decode()
+    other = WorkflowTemplate.objects.create(name="Other", slug="other", workflow={}, param_spec=[])
+    response = submit(client, open_round, {**valid_data, "template": str(other.pk)})  # not offered here
+    assert response.status_code == 422 and "Unknown template" in response.content.decode()
+    assert Generation.objects.count() == 1
 
 
 def test_it_shows_the_owner_their_job_card(owner_client, generation) -> None:

@@ -6,6 +6,9 @@ count: of a generation that succeeded, from the attempt that succeeded."""
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from django.db.models import F, Prefetch, Q, QuerySet
 from django.http import Http404
 
@@ -21,6 +24,7 @@ def sees_everything(user: User) -> bool:
 
 
 def rounds_visible_to(user: User) -> QuerySet[Round]:
+    # Reads only `is_instructor`: template_offered compiles it once per value.
     qs = Round.objects.all()
     return qs if user.is_instructor else qs.exclude(status=Round.Status.DRAFT)
 
@@ -44,8 +48,25 @@ def round_for_user(user: User, pk: int) -> Round:
 def template_offered(user: User, round_id: int, template_id: int) -> WorkflowTemplate | None:
     """The template, if the round offers it and `user` may see the round (else None): one query,
     without reading the round (a submission reads it under its lock)."""
-    rounds = rounds_visible_to(user).filter(pk=round_id)
-    return WorkflowTemplate.objects.filter(pk=template_id, rounds__in=rounds).first()
+    sql, params = _offered_sql(user.is_instructor)
+    params = tuple(round_id if p == _ROUND else template_id if p == _TEMPLATE else p for p in params)
+    return next(iter(WorkflowTemplate.objects.raw(sql, params)), None)
+
+
+# Stand-ins for the ids in the compiled query: no row has them (ids are positive).
+_ROUND, _TEMPLATE = -1_000_001, -1_000_002
+
+
+@functools.cache
+def _offered_sql(sees_drafts: bool) -> tuple[str, tuple[Any, ...]]:
+    """template_offered's query, built by the ORM once per kind of viewer: every submission asks,
+    twenty at once in a burst, and building it cost three times running it (0.6 of 0.9 ms)."""
+    viewer = User(role=User.Role.INSTRUCTOR if sees_drafts else User.Role.FILMMAKER)
+    rounds = rounds_visible_to(viewer).filter(pk=_ROUND)
+    query = WorkflowTemplate.objects.filter(pk=_TEMPLATE, rounds__in=rounds)[:1].query
+    sql, params = query.sql_with_params()
+    assert params.count(_ROUND) == params.count(_TEMPLATE) == 1, params
+    return sql, params
 
 
 def is_shared(rnd: Round) -> bool:
