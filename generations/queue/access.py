@@ -14,6 +14,7 @@ from django.http import Http404
 
 from accounts.models import User
 from generations.models import Generation, Round, Take, WorkflowTemplate
+from workshop.rows import model_rows
 
 
 def sees_everything(user: User) -> bool:
@@ -50,7 +51,7 @@ def template_offered(user: User, round_id: int, template_id: int) -> WorkflowTem
     without reading the round (a submission reads it under its lock)."""
     sql, params = _offered_sql(user.is_instructor)
     params = tuple(round_id if p == _ROUND else template_id if p == _TEMPLATE else p for p in params)
-    return next(iter(WorkflowTemplate.objects.raw(sql, params)), None)
+    return next(iter(model_rows(WorkflowTemplate, sql, params)), None)
 
 
 # Stand-ins for the ids in the compiled query: no row has them (ids are positive).

@@ -9,6 +9,7 @@ from django.db.models import F, Prefetch, prefetch_related_objects
 from accounts.models import User
 from generations.models import Generation, Round, Take, WorkflowTemplate
 from generations.queue.access import counting_takes, current_takes, with_takes
+from workshop.rows import model_rows
 
 # What a card never shows: resolved workflows are tens of kB of JSON each with ComfyUI, read on every
 # push to every socket.
@@ -37,7 +38,8 @@ def active_of(user: User, rnd: Round) -> list[Generation]:
     building the ORM's query cost three times running it. The running ones' templates (their ETA
     reads them) in a second query, only when some run."""
     rank = {Generation.Status.RUNNING: 0, Generation.Status.DISPATCHED: 1, Generation.Status.QUEUED: 2}
-    active = Generation.objects.raw(
+    active = model_rows(
+        Generation,
         f'SELECT {_card_columns()} FROM "{Generation._meta.db_table}" '
         "WHERE owner_id = %s AND round_id = %s AND status IN (%s, %s, %s)",
         [user.pk, rnd.pk, *rank],

@@ -23,6 +23,7 @@ from generations.broker.messages import signal_cancel, wake
 from generations.live import groups
 from generations.models import Generation, QuotaTopUp, Round, Take, WorkflowTemplate
 from generations.queue.quota import Quota, quota_for
+from workshop.rows import model_rows
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,8 @@ def _round_share_locked(
     rounds, offers = Round._meta.db_table, Round.templates.through._meta.db_table
     generations = Generation._meta.db_table
     lock = " FOR SHARE" if connection.vendor == "postgresql" else ""
-    found = Round.objects.raw(
+    found = model_rows(
+        Round,
         f'SELECT *, EXISTS (SELECT 1 FROM "{offers}" WHERE round_id = %s AND workflowtemplate_id = %s) '
         f'AS offered, EXISTS (SELECT 1 FROM "{generations}" WHERE submit_token = %s) AS seen '
         f'FROM "{rounds}" WHERE id = %s{lock}',
