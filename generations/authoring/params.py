@@ -13,8 +13,8 @@ Types: text, int, float, seed (an int that is random when left blank), choice
 
 from __future__ import annotations
 
-import copy
 import functools
+import json
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -147,7 +147,9 @@ class ParamsForm(forms.Form):
 
 def resolve_workflow(workflow: dict[str, Any], spec: list[Param], values: dict[str, Any]) -> dict[str, Any]:
     """Write each value into every node input its field targets; the template is left untouched."""
-    resolved = copy.deepcopy(workflow)
+    # A copy through JSON (what a workflow is): a third of deepcopy's time on a real template's
+    # hundred nodes, in every submission.
+    resolved = json.loads(json.dumps(workflow))
     for p in spec:
         for node, input_name in p.targets:
             resolved[node]["inputs"][input_name] = values[p.name]
