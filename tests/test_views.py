@@ -50,6 +50,9 @@ def test_it_answers_a_valid_submission_with_what_changes_in_the_form(
     token = re.search(r'id="submit-token" name="submit_token" value="([0-9a-f-]+)" hx-swap-oob="true"', html)
     assert token and token[1] != sent
     assert 'id="field-seed" hx-swap-oob="true"' in html and 'name="seed" value=' not in html
+    blank = submit(owner_client, open_round, {**valid_data, "seed": "", "submit_token": str(uuid.uuid4())})
+    assert 'id="submit-token"' in blank.content.decode()
+    assert 'id="field-seed"' not in blank.content.decode()  # blank it was, blank it stays: not sent
 
 
 def test_it_unticks_instructor_priority_after_each_take(instructor, open_round, valid_data) -> None:
@@ -251,7 +254,10 @@ def test_it_keeps_a_locked_seed_for_the_next_take(owner_client, open_round, vali
     url = reverse("generation-submit", args=[open_round.pk])
     locked = owner_client.post(url, {**valid_data, "seed_lock": "on"}).content.decode()
     unlocked = owner_client.post(url, {**valid_data, "submit_token": str(uuid.uuid4())}).content.decode()
-    assert 'name="seed" value="7"' in locked and 'name="seed" value="7"' not in unlocked
+    # Locked, the field stays as it is on the page (not sent); unlocked, the typed seed goes blank.
+    assert 'id="field-seed"' not in locked and 'id="submit-token"' in locked
+    assert 'id="field-seed"' in unlocked and 'name="seed" value=' not in unlocked
+    assert [g.params["seed"] for g in Generation.objects.order_by("pk")] == [7, 7]
 
 
 def test_it_confirms_a_cancel_with_a_toast(owner_client, generation) -> None:

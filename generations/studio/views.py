@@ -144,8 +144,11 @@ def _submitted(
     else:
         # Only what a submission changes (a new token, the seed, the priority tick), out of band: the
         # whole form is the answer's costliest render, and every filmmaker's click in a burst waits
-        # for the answers before it.
-        renewed = render_to_string(f"{PAGE}#submit-renewed", {**context, "oob": True}, request)
+        # for the answers before it. The seed only when a typed one was used up (not locked): blank
+        # or locked, the field shows the same for the next take, and its widget is most of the render.
+        typed = any(request.POST.get(name, "").strip() for name in _seed_names(sent))
+        extra = {"oob": True, "renew_seed": typed and not locked}
+        renewed = render_to_string(f"{PAGE}#submit-renewed", {**context, **extra}, request)
         response = HttpResponse(renewed + queue_html, headers={"HX-Reswap": "none"})
     return toast(response, f"#{generation.pk} is in the queue.")
 
