@@ -144,6 +144,7 @@ def test_it_shows_a_card_the_moment_generate_is_pressed_until_the_answer_comes(
     expect(sending).to_have_count(1)  # while the answer is still to come
     expect(sending.locator(".tile-prompt")).to_have_text("a <b>harbour</b> at dawn")  # text, not markup
     expect(page.locator("#my-queue .tiles > .empty")).to_be_hidden()
+    expect(page.locator("article.card")).to_have_count(0)  # not a job card to anything that looks for one
     request.continue_()
     expect(page.locator("#my-queue .tile")).to_have_count(1)  # the real card took its place
     expect(sending).to_have_count(0)
