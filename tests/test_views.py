@@ -58,8 +58,9 @@ def test_it_answers_a_valid_submission_with_what_changes_in_the_form(
 def test_it_unticks_instructor_priority_after_each_take(instructor, open_round, valid_data) -> None:
     client = Client()
     client.force_login(instructor)
-    html = submit(client, open_round, {**valid_data, "priority": "on"}).content.decode()
-    assert Generation.objects.get().priority
+    # A blank seed: the answer renders no form at all, only the token and the tick.
+    html = submit(client, open_round, {**valid_data, "seed": "", "priority": "on"}).content.decode()
+    assert Generation.objects.get().priority and 'id="field-seed"' not in html
     unticked = '<input type="checkbox" name="priority">'
     assert f'<label class="check" id="priority-check" hx-swap-oob="true">{unticked}' in html
 

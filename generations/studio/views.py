@@ -133,21 +133,24 @@ def _submitted(
 ) -> HttpResponse:
     """The answer to an accepted submission: the queue with its card, and the form for the next take."""
     rnd = generation.round  # as the service read it, under the round's lock
-    # Keep the settings for the next try; a blank seed gives a new random one, unless locked.
-    locked = request.POST.get("seed_lock") == "on"
-    again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(sent)}
     queue_html = _queue_for_every_page(request.user, rnd, generation.pk)
-    context = _form_context(rnd, template, _form_for(template, initial=again), seed_locked=locked)
-    if request.POST.get("shows_refusal"):
-        # The form on the page shows why the last try was refused: all of it again, clean.
+    locked = request.POST.get("seed_lock") == "on"
+    whole_form = bool(request.POST.get("shows_refusal"))  # the page's form shows the last refusal
+    # The seed field only when a typed seed was used up (not locked): blank or locked, it shows the
+    # same for the next take, and its widget is most of the render.
+    renew_seed = not locked and any(request.POST.get(name, "").strip() for name in _seed_names(sent))
+    context: dict[str, Any] = {"round": rnd, "submit_token": uuid.uuid4()}
+    if whole_form or renew_seed:
+        # Keep the settings for the next try; a blank seed gives a new random one, unless locked.
+        again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(sent)}
+        context = _form_context(rnd, template, _form_for(template, initial=again), seed_locked=locked)
+    if whole_form:
         response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
     else:
         # Only what a submission changes (a new token, the seed, the priority tick), out of band: the
         # whole form is the answer's costliest render, and every filmmaker's click in a burst waits
-        # for the answers before it. The seed only when a typed one was used up (not locked): blank
-        # or locked, the field shows the same for the next take, and its widget is most of the render.
-        typed = any(request.POST.get(name, "").strip() for name in _seed_names(sent))
-        extra = {"oob": True, "renew_seed": typed and not locked}
+        # for the answers before it.
+        extra = {"oob": True, "renew_seed": renew_seed}
         renewed = render_to_string(f"{PAGE}#submit-renewed", {**context, **extra}, request)
         response = HttpResponse(renewed + queue_html, headers={"HX-Reswap": "none"})
     return toast(response, f"#{generation.pk} is in the queue.")
