@@ -108,14 +108,17 @@ async def asgi_post(app: Any, path: str, body: bytes, cookie: str) -> int:
     return status[0]
 
 
-def in_process(cookies: list[str], round_id: int, template_id: int, queries: QueryCount) -> dict[str, Any]:
+async def post_in_process(round_id: int, template_id: int, cookie: str) -> None:
+    """One submission to the ASGI application called directly; it must be accepted."""
     from workshop.asgi import application
 
-    path = f"/rounds/{round_id}/generate"
+    body = urlencode(submit_data(template_id)).encode()
+    assert await asgi_post(application, f"/rounds/{round_id}/generate", body, cookie) == 200
 
+
+def in_process(cookies: list[str], round_id: int, template_id: int, queries: QueryCount) -> dict[str, Any]:
     async def post(cookie: str) -> None:
-        body = urlencode(submit_data(template_id)).encode()
-        assert await asgi_post(application, path, body, cookie) == 200
+        await post_in_process(round_id, template_id, cookie)
 
     async def run() -> dict[str, Any]:
         for cookie in cookies[:WARM]:
@@ -136,9 +139,6 @@ def calls_per_answer(cookies: list[str], round_id: int, template_id: int) -> flo
     """Python function calls per answer, in-process, every thread counted (after WARM answers)."""
     import threading
 
-    from workshop.asgi import application
-
-    path = f"/rounds/{round_id}/generate"
     calls = 0
 
     def count(frame: Any, event: str, arg: Any) -> None:
@@ -150,8 +150,7 @@ def calls_per_answer(cookies: list[str], round_id: int, template_id: int) -> flo
         for i, cookie in enumerate(cookies):
             if i == WARM:
                 threading.setprofile_all_threads(count)
-            body = urlencode(submit_data(template_id)).encode()
-            assert await asgi_post(application, path, body, cookie) == 200
+            await post_in_process(round_id, template_id, cookie)
 
     try:
         asyncio.run(run())

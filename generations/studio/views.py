@@ -138,11 +138,12 @@ def _submitted(
     whole_form = bool(request.POST.get("shows_refusal"))  # the page's form shows the last refusal
     # The seed field only when a typed seed was used up (not locked): blank or locked, it shows the
     # same for the next take, and its widget is most of the render.
-    renew_seed = not locked and any(request.POST.get(name, "").strip() for name in _seed_names(sent))
+    seeds = _seed_names(sent)
+    renew_seed = not locked and any(request.POST.get(name, "").strip() for name in seeds)
     context: dict[str, Any] = {"round": rnd, "submit_token": uuid.uuid4()}
     if whole_form or renew_seed:
         # Keep the settings for the next try; a blank seed gives a new random one, unless locked.
-        again = {k: v for k, v in generation.params.items() if locked or k not in _seed_names(sent)}
+        again = {k: v for k, v in generation.params.items() if locked or k not in seeds}
         context = _form_context(rnd, template, _form_for(template, initial=again), seed_locked=locked)
     if whole_form:
         response = HttpResponse(render_to_string(f"{PAGE}#submit-form", context, request) + queue_html)
