@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from contextlib import closing
 from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
-from django.http import HttpRequest, HttpResponseBase
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse, HttpResponseBase
+from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "workshop.settings")
 django.setup(set_prefix=False)
@@ -29,8 +33,53 @@ class OneHopASGIHandler(ASGIHandler):
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
 
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+    async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Django's own `handle`, with its three hops made one: `request_started`, the request
+        and, for a response already whole, its `close()` (`request_finished`, which gives the
+        database connection back to the pool) run in the thread in one go, before the bytes go
+        out. Only a streamed response is closed in a hop of its own, once sent."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        with closing(body_file):
+            set_script_prefix(get_script_prefix(scope))
+            # Its own task: a client that leaves stops the sending, not the thread's work, whose
+            # response is then still closed (once) below.
+            answer = asyncio.ensure_future(
+                sync_to_async(self._respond, thread_sensitive=True)(scope, body_file)
+            )
+
+            class RequestProcessed(Exception):
+                pass
+
+            try:
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self.listen_for_disconnect(receive))
+                        await self.send_response(await asyncio.shield(answer), send)
+                        raise RequestProcessed
+                except* (RequestProcessed, RequestAborted):
+                    pass
+            except BaseExceptionGroup as group:
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from None
+                raise
+            response = await answer
+            if response.streaming:
+                await sync_to_async(response.close)()
+
+    def _respond(self, scope: dict[str, Any], body_file: Any) -> HttpResponseBase:
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is not None:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size
+        if not response.streaming:
+            response.close()  # its bytes are all here: sending them needs nothing it holds
+        return response
 
 
 django_asgi_app = OneHopASGIHandler()
