@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from accounts.models import User
 from generations.models import Generation, Take
+from generations.queue import services
 from tests.test_browser import ARGS, CHROMIUM, PASSWORD
 from tests.test_gallery import make_take
 
@@ -145,8 +146,16 @@ def test_it_shows_a_card_the_moment_generate_is_pressed_until_the_answer_comes(
     expect(sending.locator(".tile-prompt")).to_have_text("a <b>harbour</b> at dawn")  # text, not markup
     expect(page.locator("#my-queue .tiles > .empty")).to_be_hidden()
     expect(page.locator("article.card")).to_have_count(0)  # not a job card to anything that looks for one
+    # Meanwhile a take from another tab re-renders the queue over the socket: the card stays.
+    params = {"prompt": "from another tab", "seed": 1, "frames": 9, "width": 64, "height": 64, "fps": 12}
+    services.generation_create(
+        owner=owner, round_id=open_round.pk, template=open_round.templates.get(), params=params
+    )
+    expect(page.locator("#my-queue .tile")).to_have_count(1)
+    expect(sending).to_have_count(1)
+    expect(page.locator("#my-queue .tiles > .empty")).to_be_hidden()
     request.continue_()
-    expect(page.locator("#my-queue .tile")).to_have_count(1)  # the real card took its place
+    expect(page.locator("#my-queue .tile")).to_have_count(2)  # the real card took its place
     expect(sending).to_have_count(0)
 
     page.fill("textarea[name=prompt]", "")
@@ -164,8 +173,8 @@ def test_it_shows_a_card_the_moment_generate_is_pressed_until_the_answer_comes(
     request.abort()  # never arrived: the card goes, the page says so
     expect(sending).to_have_count(0)
     expect(page.locator("#toasts .toast").filter(has_text="not sent")).to_be_visible()
-    expect(page.locator("#my-queue .tile")).to_have_count(1)
-    assert Generation.objects.filter(owner=owner).count() == 1
+    expect(page.locator("#my-queue .tile")).to_have_count(2)
+    assert Generation.objects.filter(owner=owner).count() == 2
 
 
 def test_it_browses_and_circles_takes_and_saves_a_note_by_keyboard(live_stack, browser, owner, open_round):

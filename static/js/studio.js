@@ -108,20 +108,31 @@
   });
   // Generate shows a card at once, from the page's <template id="sending-card">: in a burst the
   // answer can take a few hundred milliseconds. The answer's queue replaces it with the real card;
-  // after a refusal or a failed send it goes away.
+  // after a refusal or a failed send it goes away. A push that re-renders the queue meanwhile (a
+  // take finishing) would drop it: it goes back into the new queue until the answer comes.
+  let sending = null;
+  function showSending() {
+    const tiles = $("#my-queue .tiles");
+    if (!sending || !tiles) return;
+    $(":scope > .empty", tiles)?.setAttribute("hidden", "");
+    tiles.append(sending);
+  }
   document.addEventListener("htmx:beforeSend", (event) => {
     if (event.detail.elt?.id !== "submit-form") return;
-    const tiles = $("#my-queue .tiles");
     const proto = document.getElementById("sending-card");
-    if (!tiles || !proto) return;
-    const card = proto.content.firstElementChild.cloneNode(true);
-    $("[data-sending-prompt]", card).textContent = input("prompt")?.value.trim() ?? "";
-    $(":scope > .empty", tiles)?.setAttribute("hidden", "");
-    tiles.append(card);
+    if (!proto) return;
+    sending?.remove();
+    sending = proto.content.firstElementChild.cloneNode(true);
+    $("[data-sending-prompt]", sending).textContent = input("prompt")?.value.trim() ?? "";
+    showSending();
   });
+  const requeue = () => { if (sending && !sending.isConnected) showSending(); };
+  document.addEventListener("htmx:oobAfterSwap", requeue);
+  document.addEventListener("htmx:afterSwap", requeue);
   document.addEventListener("htmx:afterRequest", (event) => {
     // A refused form was swapped out: htmx says so on what held it, `elt` then names that.
     if (event.detail.requestConfig?.elt?.id !== "submit-form") return;
+    sending = null;
     $$("[data-sending]").forEach((card) => card.remove());
     $("#my-queue .tiles > .empty[hidden]")?.removeAttribute("hidden");
   });
