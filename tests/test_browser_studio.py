@@ -14,8 +14,10 @@ from django.db import connections
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from accounts.models import User
+from generations.live import groups
 from generations.models import Generation, Take
 from generations.queue import services
+from generations.queue.snapshot import line_publish
 from tests.test_browser import ARGS, CHROMIUM, PASSWORD
 from tests.test_gallery import make_take
 
@@ -175,6 +177,31 @@ def test_it_shows_a_card_the_moment_generate_is_pressed_until_the_answer_comes(
     expect(page.locator("#toasts .toast").filter(has_text="not sent")).to_be_visible()
     expect(page.locator("#my-queue .tile")).to_have_count(2)
     assert Generation.objects.filter(owner=owner).count() == 2
+
+
+def test_it_moves_a_waiting_cards_place_in_line_without_drawing_the_card_again(
+    live_stack, browser, owner, other, open_round, redis_conn
+):
+    template = open_round.templates.get()
+    params = {"prompt": "a tram in the rain", "seed": 1, "frames": 9, "width": 64, "height": 64, "fps": 12}
+    ahead = services.generation_create(owner=other, round_id=open_round.pk, template=template, params=params)
+    mine = services.generation_create(owner=owner, round_id=open_round.pk, template=template, params=params)
+    line_publish(redis_conn)
+    live_stack.start_web()
+    page = logged_in(browser, live_stack.url, owner)
+    live(page)
+    card = page.locator(f"#gen-{mine.pk}")
+    expect(card.locator(".tile-big")).to_have_text("2")
+    expect(card.locator(".tile-eta")).to_contain_text("2nd in line · ")
+    card.evaluate("el => { el.dataset.drawn = 'once' }")
+    services.generation_cancel(generation=ahead)  # the line moves: as the conductor does after a pass
+    line_publish(redis_conn)
+    groups.queue_moved(owner_ids={owner.pk})
+    expect(card.locator(".tile-big")).to_have_text("1")
+    expect(card.locator(".tile-eta")).to_contain_text("next · ")
+    expect(card).to_have_attribute("data-drawn", "once")  # its lines changed, not the card
+    expect(page.locator(f"#gen-{mine.pk}-line")).to_have_count(1)
+    assert card.locator(".tile-prompt").text_content() == "a tram in the rain"
 
 
 def test_it_browses_and_circles_takes_and_saves_a_note_by_keyboard(live_stack, browser, owner, open_round):

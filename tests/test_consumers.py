@@ -170,7 +170,10 @@ def test_it_merges_what_arrives_during_a_render_into_the_next(owner, open_round)
     assert renders == [Wanted(banner=True, queue=True, cards={1, 2}, moved=True), Wanted(moved=True)]
 
 
-def test_it_pushes_moved_positions_as_the_waiting_cards_alone(owner, generation, redis_conn) -> None:
+def test_it_pushes_moved_positions_as_the_waiting_cards_lines_alone(owner, generation, redis_conn) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     from generations.queue.snapshot import line_publish
 
     async def scenario() -> None:
@@ -180,11 +183,23 @@ def test_it_pushes_moved_positions_as_the_waiting_cards_alone(owner, generation,
         await sync_to_async(line_publish)(redis_conn)
         await sync_to_async(groups.queue_moved)(owner_ids={owner.pk})
         html = await comm.receive_from(timeout=5)
-        assert html.strip().startswith(f'<article id="gen-{generation.pk}"') and ">next · " in html
-        assert 'id="my-queue"' not in html
+        place = f'<div class="tile-wait" id="gen-{generation.pk}-place" hx-swap-oob="true">'
+        assert html.startswith(place + '<span class="tile-big">1</span>')
+        assert f'<div class="tile-line" id="gen-{generation.pk}-line" hx-swap-oob="true">' in html
+        assert ">next · " in html
+        assert "<article" not in html and 'id="my-queue"' not in html  # not the card, not the queue
         await comm.disconnect()
 
     run(scenario)
+
+    # The lines read one query's columns: nothing they show is deferred (which would cost a query each).
+    from generations.studio.consumers import RoundConsumer, Wanted
+
+    consumer = RoundConsumer()
+    consumer.user, consumer.round = owner, generation.round
+    with CaptureQueriesContext(connection) as queries:
+        html = consumer._render(Wanted(moved=True))
+    assert len(queries) == 1 and f'id="gen-{generation.pk}-line"' in html
 
 
 def test_it_does_not_keep_a_request_waiting_while_the_event_loop_sends(monkeypatch) -> None:

@@ -50,6 +50,18 @@ def active_of(user: User, rnd: Round) -> list[Generation]:
     return found
 
 
+def waiting_of(user: User, rnd: Round) -> list[Generation]:
+    """A filmmaker's waiting generations in a round, with only what a card's place in line and ETA
+    read (the rest deferred): after a dispatch pass moves the line, every waiting filmmaker's page
+    re-renders just those (studio.consumers), all at once in a burst."""
+    return model_rows(
+        Generation,
+        f'SELECT id, status, progress_message FROM "{Generation._meta.db_table}" '
+        "WHERE owner_id = %s AND round_id = %s AND status = %s",
+        [user.pk, rnd.pk, Generation.Status.QUEUED],
+    )
+
+
 @functools.cache
 def _card_columns() -> str:
     """Every column a card reads: all but the generation's own NOT_SHOWN."""

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db.models import Q
 from django.http import Http404
 from django.template.loader import render_to_string
 
@@ -30,7 +29,7 @@ from generations.live.threads import on_a_thread
 from generations.models import Generation, Round
 from generations.queue.access import rounds_visible_to
 from generations.queue.cards import queue_context, with_estimates
-from generations.queue.selectors import NOT_SHOWN, finished_of
+from generations.queue.selectors import NOT_SHOWN, finished_of, waiting_of
 
 PAGE = "generations/round.html"
 # static/js/app.js sends PING and swallows PONG (it is no fragment to swap).
@@ -216,23 +215,27 @@ class RoundConsumer(AsyncWebsocketConsumer):
         if wanted.banner:
             parts.append(render_to_string(f"{PAGE}#announcements", {"announcements": announcements_active()}))
         cards: list[Generation] = []
+        moved: list[Generation] = []
         if wanted.queue or wanted.cards or wanted.moved:
             self.queue_read_at = max(self.queue_read_at, time.time())  # before the reads
-        if not wanted.queue and (wanted.cards or wanted.moved):
-            # Single cards; when only positions moved, just the waiting cards (what moved).
-            which = Q(pk__in=wanted.cards)
-            if wanted.moved:
-                which |= Q(status=Generation.Status.QUEUED)
-            mine = Generation.objects.filter(which, owner=self.user, round=self.round)
+        if not wanted.queue and wanted.cards:
+            mine = Generation.objects.filter(pk__in=wanted.cards, owner=self.user, round=self.round)
             cards = list(mine.select_related("template").defer(*NOT_SHOWN))  # a running card's ETA reads it
             # A finished card moves from the queue's grid to the takes': both grids, whole.
             wanted.queue = any(g.status in Generation.TERMINAL for g in cards)
             wanted.takes = wanted.takes or wanted.queue
+        if not wanted.queue and wanted.moved:
+            # Only positions and ETAs moved: each waiting card's two lines that show them, not the
+            # cards (the burst's most frequent push: every waiting page, after every dispatch pass).
+            moved = [g for g in waiting_of(self.user, self.round) if g.pk not in wanted.cards]
         if wanted.queue:
             context = queue_context(self.user, self.round)
             parts.append(render_to_string(f"{PAGE}#my-queue", context))
-        else:
-            parts += [render_to_string(f"{PAGE}#job-card", {"g": g}) for g in with_estimates(cards)]
+        elif cards or moved:
+            with_estimates(cards + moved)  # the line read once for both
+            parts += [render_to_string(f"{PAGE}#job-card", {"g": g}) for g in cards]
+            if moved:
+                parts.append(render_to_string(f"{PAGE}#card-moved", {"generations": moved, "line_oob": True}))
         if wanted.takes:
             context = {"finished": finished_of(self.user, self.round), "round": self.round}
             parts.append(render_to_string(f"{PAGE}#my-takes", context))
