@@ -34,6 +34,8 @@ def media_headers(response: HttpResponse) -> HttpResponse:
     for name, value in MEDIA_HEADERS.items():
         response[name] = value
     return response
+
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
