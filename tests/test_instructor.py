@@ -198,6 +198,26 @@ def test_it_lists_the_gpu_workers_from_their_heartbeats(generation, redis_conn) 
     assert (worker.name, worker.state, worker.generation) == ("gpu-7", "busy", generation) and worker.age < 5
 
 
+def test_the_room_shows_each_workers_job_and_the_autoscalers_reasons_from_what_it_read_once(
+    owner, other, open_round, template, redis_conn
+) -> None:
+    from gpu_worker import protocol
+
+    running, idle_job = submit(owner, open_round, template), submit(other, open_round, template)
+    attempts.generation_dispatch(generation=running)
+    for name, job in (("gpu-1", running.pk), ("gpu-2", idle_job.pk + 1000)):  # gpu-2: a job not in flight
+        beat = {"name": name, "state": "busy", "queues": "video", "generation_id": job, "attempt": 1}
+        redis_conn.hset(protocol.worker_key(name), mapping={**beat, "ts": timezone.now().timestamp()})
+        redis_conn.sadd(protocol.WORKERS_SET, name)
+    state = room.room_state(open_round)
+    rows = {w.name: w for w in state["workers"]}
+    assert rows["gpu-1"].generation == running and rows["gpu-1"].generation.owner == owner
+    assert rows["gpu-2"].generation is None and rows["gpu-2"].generation_id == idle_job.pk + 1000
+    target = state["target"]
+    assert (target.running, target.waiting_filmmakers) == (2, 1)  # bob waits; alice's job is sent
+    assert target.for_the_work >= 1
+
+
 def test_it_estimates_the_time_to_drain_the_queue(owner, open_round, template, redis_conn) -> None:
     submit(owner, open_round, template), submit(owner, open_round, template)
     state = room.room_state(open_round)

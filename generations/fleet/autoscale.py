@@ -12,13 +12,14 @@ import json
 import math
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
 from django.utils import timezone
 
-from generations.broker.heartbeats import workers
+from generations.broker.heartbeats import WorkerInfo, workers
 from generations.models import Generation
 from generations.queue import eta
 from generations.queue.selectors import NOT_SHOWN
@@ -34,17 +35,23 @@ def raw_target(queue: str) -> tuple[int, float]:
     return (max(by_wait, owners), work) if work > 0 else (0, 0.0)
 
 
-def _demand(queue: str) -> tuple[int, int, float]:
-    """(workers to finish the work within TARGET_WAIT_SECONDS, filmmakers waiting, seconds of work)."""
+def _demand(queue: str, active: Iterable[Generation] | None = None) -> tuple[int, int, float]:
+    """(workers to finish the work within TARGET_WAIT_SECONDS, filmmakers waiting, seconds of work).
+    `active`: every waiting and in-flight generation with its template, when read already (the live
+    room reads them for its own lists)."""
     now = timezone.now()
     rates: eta.Models = {}
     work = 0.0
     waiting_owners: set[int] = set()
-    for g in (
-        Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT), template__queue=queue)
-        .select_related("template")
-        .defer(*NOT_SHOWN)
-    ):  # each conductor pass and room render: no workflows
+    if active is None:
+        active = (
+            Generation.objects.filter(status__in=(S.QUEUED, *Generation.IN_FLIGHT), template__queue=queue)
+            .select_related("template")
+            .defer(*NOT_SHOWN)
+        )  # each conductor pass: no workflows
+    for g in active:
+        if g.template.queue != queue or g.status not in (S.QUEUED, *Generation.IN_FLIGHT):
+            continue
         own = eta.duration(g.template, g.params, rates)
         if g.status == S.RUNNING and g.started_at:
             own = max(own - (now - g.started_at).total_seconds(), 0.0)
@@ -125,9 +132,16 @@ class Target:
         return parts
 
 
-def target_explained(conn: redis.Redis, queue: str) -> Target:
-    """Why the autoscaler wants what it wants for `queue`: the live room's explanation."""
-    by_wait, owners, _ = _demand(queue)
+def target_explained(
+    conn: redis.Redis,
+    queue: str,
+    *,
+    active: Iterable[Generation] | None = None,
+    heartbeats: list[WorkerInfo] | None = None,
+) -> Target:
+    """Why the autoscaler wants what it wants for `queue`: the live room's explanation. `active`
+    (as for _demand) and the workers' `heartbeats`, when the caller has read them already."""
+    by_wait, owners, _ = _demand(queue, active)
     ttl = conn.ttl(WARM_KEY.format(queue=queue))
     wanted = published(conn).get(queue, 0)
     now_wanted = min(
@@ -135,7 +149,11 @@ def target_explained(conn: redis.Redis, queue: str) -> Target:
     )
     return Target(
         wanted=wanted,
-        running=sum(1 for w in workers(conn) if w.serves(queue) and w.state != "draining"),
+        running=sum(
+            1
+            for w in (workers(conn) if heartbeats is None else heartbeats)
+            if w.serves(queue) and w.state != "draining"
+        ),
         waiting_filmmakers=owners,
         for_the_work=by_wait,
         warm=warm_floor(conn, queue),

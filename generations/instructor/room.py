@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from accounts.models import User
 from generations.broker.connection import connection
-from generations.broker.heartbeats import workers
+from generations.broker.heartbeats import WorkerInfo, workers
 from generations.fleet import autoscale
 from generations.fleet.costs import spend_for
-from generations.instructor.spotlight import spotlight_current
+from generations.instructor.spotlight import spotlight_of
 from generations.instructor.workshop import workshop_current
 from generations.models import Generation, Round
 from generations.queue import eta
@@ -94,11 +94,18 @@ def room_filmmakers(rnd: Round) -> list[FilmmakerRow]:
 def room_workers(conn: redis.Redis) -> list[WorkerRow] | None:
     """The live GPU workers from their heartbeats (None when Redis does not answer)."""
     try:
-        infos = workers(conn)
+        return worker_rows(workers(conn))
     except redis.RedisError:
         return None
-    ids = [w.generation_id for w in infos if w.generation_id]
-    jobs = {g.pk: g for g in Generation.objects.filter(pk__in=ids).select_related("owner", "round")}
+
+
+def worker_rows(infos: list[WorkerInfo], known: dict[int, Generation] | None = None) -> list[WorkerRow]:
+    """A row for each heartbeat, with the job it reports; `known`: jobs read already (the live room's
+    in-flight ones), the others are read (with their owner and round)."""
+    jobs = dict(known or {})
+    ids = [w.generation_id for w in infos if w.generation_id and w.generation_id not in jobs]
+    if ids:
+        jobs.update({g.pk: g for g in Generation.objects.filter(pk__in=ids).select_related("owner", "round")})
     now = time.time()
     return [
         WorkerRow(
@@ -165,6 +172,10 @@ def room_state(rnd: Round) -> dict[str, Any]:
     )
     workshop = workshop_current()
     filmmakers = room_filmmakers(rnd)
+    try:
+        heartbeats: list[WorkerInfo] | None = workers(conn)
+    except redis.RedisError:
+        heartbeats = None
     return {
         "round": rnd,
         "workshop": workshop,
@@ -174,22 +185,26 @@ def room_state(rnd: Round) -> dict[str, Any]:
         "elsewhere": sum(1 for g in active if g.round_id != rnd.pk),
         "finished": finished,
         "drain_seconds": _drain_seconds(estimates, in_flight),
-        "workers": room_workers(conn),
+        "workers": None if heartbeats is None else worker_rows(heartbeats, {g.pk: g for g in in_flight}),
         "filmmakers": filmmakers,
         "spend": spend_for(workshop),
-        "spotlight": spotlight_current(),
+        "spotlight": spotlight_of(workshop),
         "circled_count": sum(f.circled for f in filmmakers),
         "close_count": by_status.get(S.QUEUED, 0),
         "burst": _burst_state(rnd),
         "desired": autoscale.published(conn).get("video", 0),
-        "target": _target(conn),
+        "target": _target(conn, active, heartbeats),
         "warm_default": max(len(filmmakers) // 2, 1),
     }
 
 
-def _target(conn: redis.Redis) -> autoscale.Target | None:
+def _target(
+    conn: redis.Redis, active: list[Generation], heartbeats: list[WorkerInfo] | None
+) -> autoscale.Target | None:
+    if heartbeats is None:
+        return None  # Redis does not answer
     try:
-        return autoscale.target_explained(conn, "video")
+        return autoscale.target_explained(conn, "video", active=active, heartbeats=heartbeats)
     except redis.RedisError:
         return None
 

@@ -9,7 +9,11 @@ from generations.queue.selectors import round_circled_takes
 
 
 def spotlight_current() -> Take | None:
-    workshop = workshop_current()
+    return spotlight_of(workshop_current())
+
+
+def spotlight_of(workshop: Workshop | None) -> Take | None:
+    """The take on the screen of `workshop` as read already (the live room reads it anyway)."""
     if workshop is None or workshop.spotlight_id is None:
         return None
     return (
