@@ -38,6 +38,27 @@ def test_it_does_not_dispatch_twice(conductor, generation) -> None:
     assert conductor.dispatch_once() == 0
 
 
+def test_it_reads_the_queue_only_when_a_gpu_can_take_a_job(
+    conductor, redis_conn, generation, settings
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    settings.DISPATCH_PREFETCH = 0  # nothing waits in RQ beyond an idle GPU
+    beat = {"name": "gpu-1", "state": "busy", "queues": "video", "ts": timezone.now().timestamp()}
+    redis_conn.hset(protocol.worker_key("gpu-1"), mapping=beat)
+    redis_conn.sadd(protocol.WORKERS_SET, "gpu-1")
+    with CaptureQueriesContext(connection) as queries:
+        assert conductor.dispatch_once() == 0
+    # Every GPU busy: no query read the waiting jobs themselves (their parameters, their templates).
+    assert not [q["sql"] for q in queries if '"params"' in q["sql"]]
+    redis_conn.hset(protocol.worker_key("gpu-1"), mapping={"state": "idle", "ts": timezone.now().timestamp()})
+    assert conductor.dispatch_once() == 1
+    generation.refresh_from_db()
+    assert generation.status == S.DISPATCHED
+
+
 def test_it_applies_and_acknowledges_events(conductor, redis_conn, generation) -> None:
     conductor.dispatch_once()
     generation.refresh_from_db()

@@ -141,23 +141,25 @@ class Conductor:
     def dispatch_once(self) -> int:
         """Send queued generations to RQ in policy order, as far as capacity allows."""
         # A paused round's queue waits (its running jobs finish); a closed round's was cancelled.
-        queued = list(
-            Generation.objects.filter(status=S.QUEUED, round__status=Round.Status.OPEN)
-            .select_related("template")
-            .defer(*NOT_SHOWN)  # every pass reads the whole queue; a job's workflow is read once sent
-        )
-        if not queued:
+        waiting = Generation.objects.filter(status=S.QUEUED, round__status=Round.Status.OPEN)
+        queues = set(waiting.values_list("template__queue", flat=True).distinct())
+        if not queues:
             return 0
         in_flight, finished = load()
         workers = self.worker_count()
         caps, closed = windows_update(in_flight, finished, workers)
-        by_id = {g.pk: g for g in queued}
-        capacity = self.capacity({g.template.queue for g in queued})
-        chosen = plan(pending_of(queued), in_flight, finished, capacity, caps)
-        sent = sum(self._send(by_id[p.id]) for p in chosen)
         if closed:
             self._line_moved = True  # held jobs are released: positions change even if none was sent
-        return sent
+        capacity = self.capacity(queues)
+        if not any(n > 0 for n in capacity.values()):
+            # Every GPU busy: nothing to send, so the queue is not read. In a burst that is most
+            # passes (each batch of progress events makes one), and reading the whole queue was
+            # most of the conductor's CPU, taken from the web answering the burst.
+            return 0
+        queued = list(waiting.select_related("template").defer(*NOT_SHOWN))  # a job's workflow: once sent
+        by_id = {g.pk: g for g in queued}
+        chosen = plan(pending_of(queued), in_flight, finished, capacity, caps)
+        return sum(self._send(by_id[p.id]) for p in chosen)
 
     def _send(self, generation: Generation) -> bool:
         """Dispatch one generation: a new attempt in the database, then its job in RQ."""
