@@ -6,135 +6,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("generations", "0005_generation_requeued"),
+        ('generations', '0005_generation_requeued'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="GpuHost",
+            name='GpuHost',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "name",
-                    models.SlugField(
-                        help_text="Lower-case letters, digits and hyphens", max_length=40, unique=True
-                    ),
-                ),
-                ("username", models.CharField(help_text="Its Redis ACL user", max_length=60, unique=True)),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[
-                            ("verda-instance", "Verda instance"),
-                            ("verda-serverless", "Verda serverless"),
-                            ("runpod-serverless", "RunPod serverless"),
-                            ("kubernetes", "Kubernetes secret"),
-                            ("local", "Local"),
-                        ],
-                        default="verda-instance",
-                        max_length=20,
-                    ),
-                ),
-                ("secret_sha256", models.CharField(max_length=64)),
-                ("note", models.CharField(blank=True, max_length=200)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("revoked_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "revoked_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.SlugField(help_text='Lower-case letters, digits and hyphens', max_length=40, unique=True)),
+                ('username', models.CharField(help_text='Its Redis ACL user', max_length=60, unique=True)),
+                ('kind', models.CharField(choices=[('verda-instance', 'Verda instance'), ('verda-serverless', 'Verda serverless'), ('runpod-serverless', 'RunPod serverless'), ('kubernetes', 'Kubernetes secret'), ('local', 'Local')], default='verda-instance', max_length=20)),
+                ('secret_sha256', models.CharField(max_length=64)),
+                ('note', models.CharField(blank=True, max_length=200)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('revoked_at', models.DateTimeField(blank=True, null=True)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('revoked_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "verbose_name": "GPU host",
-                "ordering": ["name"],
+                'verbose_name': 'GPU host',
+                'ordering': ['name'],
             },
         ),
         migrations.AddField(
-            model_name="generation",
-            name="host",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to="generations.gpuhost",
-            ),
+            model_name='generation',
+            name='host',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='generations.gpuhost'),
         ),
         migrations.AddField(
-            model_name="worker",
-            name="host",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="workers",
-                to="generations.gpuhost",
-            ),
+            model_name='worker',
+            name='host',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='workers', to='generations.gpuhost'),
         ),
         migrations.CreateModel(
-            name="SecurityEvent",
+            name='SecurityEvent',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "kind",
-                    models.CharField(
-                        choices=[
-                            ("foreign-event", "Event for an attempt another host holds"),
-                            ("foreign-upload", "Upload for an attempt another host holds"),
-                            ("bad-credential", "Upload with a missing, wrong or revoked credential"),
-                            ("invalid-event", "Event that failed validation"),
-                            ("refused-job", "Job a worker refused (not ours, unsigned, altered or expired)"),
-                        ],
-                        max_length=20,
-                    ),
-                ),
-                ("generation_id", models.PositiveBigIntegerField(blank=True, null=True)),
-                ("attempt", models.PositiveIntegerField(blank=True, null=True)),
-                ("detail", models.CharField(blank=True, max_length=500)),
-                ("count", models.PositiveIntegerField(default=1)),
-                ("first_at", models.DateTimeField(auto_now_add=True)),
-                ("last_at", models.DateTimeField(db_index=True)),
-                (
-                    "host",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="generations.gpuhost",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('kind', models.CharField(choices=[('foreign-event', 'Event for an attempt another host holds'), ('foreign-upload', 'Upload for an attempt another host holds'), ('bad-credential', 'Upload with a missing, wrong or revoked credential'), ('invalid-event', 'Event that failed validation'), ('refused-job', 'Job a worker refused (not ours, unsigned, altered or expired)')], max_length=20)),
+                ('generation_id', models.PositiveBigIntegerField(blank=True, null=True)),
+                ('attempt', models.PositiveIntegerField(blank=True, null=True)),
+                ('detail', models.CharField(blank=True, max_length=500)),
+                ('count', models.PositiveIntegerField(default=1)),
+                ('first_at', models.DateTimeField(auto_now_add=True)),
+                ('last_at', models.DateTimeField(db_index=True)),
+                ('host', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='generations.gpuhost')),
             ],
             options={
-                "ordering": ["-last_at"],
+                'ordering': ['-last_at'],
             },
         ),
     ]
