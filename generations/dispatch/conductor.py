@@ -119,9 +119,9 @@ class Conductor:
 
     # --- dispatch -----------------------------------------------------------------------
 
-    def capacity(self, queues: set[str]) -> dict[str, int]:
-        """Jobs each queue may take now: idle workers + prefetch − jobs already waiting in RQ."""
-        workers = heartbeats.workers(self.redis)
+    def capacity(self, queues: set[str], workers: list[heartbeats.WorkerInfo]) -> dict[str, int]:
+        """Jobs each queue may take now: idle workers (of these heartbeats) + prefetch − jobs already
+        waiting in RQ."""
         # A heartbeat may still say idle for a worker that just started a job.
         running_on = set(Generation.objects.filter(status=S.RUNNING).values_list("worker", flat=True))
         waiting = Counter(
@@ -134,9 +134,10 @@ class Conductor:
             for q in queues
         }
 
-    def worker_count(self) -> int:
+    @staticmethod
+    def worker_count(workers: list[heartbeats.WorkerInfo]) -> int:
         """Live workers that take jobs: the burst window shares them among expected filmmakers."""
-        return sum(1 for w in heartbeats.workers(self.redis) if w.state != "draining")
+        return sum(1 for w in workers if w.state != "draining")
 
     def dispatch_once(self) -> int:
         """Send queued generations to RQ in policy order, as far as capacity allows."""
@@ -146,11 +147,11 @@ class Conductor:
         if not queues:
             return 0
         in_flight, finished = load()
-        workers = self.worker_count()
-        caps, closed = windows_update(in_flight, finished, workers)
+        beats = heartbeats.workers(self.redis)  # read once per pass: the window's share and capacity
+        caps, closed = windows_update(in_flight, finished, self.worker_count(beats))
         if closed:
             self._line_moved = True  # held jobs are released: positions change even if none was sent
-        capacity = self.capacity(queues)
+        capacity = self.capacity(queues, beats)
         if not any(n > 0 for n in capacity.values()):
             # Every GPU busy: nothing to send, so the queue is not read. In a burst that is most
             # passes (each batch of progress events makes one), and reading the whole queue was
